@@ -1,0 +1,40 @@
+"""Configs: detectron2-style fvcore ``CfgNode`` with AerOSeg's keys added."""
+from fvcore.common.config import CfgNode
+
+from ..utils.detectron2_compat import detectron2_available
+from .aeroseg_config import (
+    GENERIC_TEMPLATES,
+    REMOTE_SENSING_TEMPLATES,
+    add_aeroseg_config,
+)
+from .configurable import configurable
+
+
+def get_cfg() -> CfgNode:
+    """A fresh config holding detectron2's standard keys and every AerOSeg key.
+
+    With detectron2 installed this is ``detectron2.config.get_cfg()`` extended by
+    :func:`add_aeroseg_config`; otherwise the same key names come from
+    :mod:`aeroseg.config.defaults`. Either way ``merge_from_file`` understands ``_BASE_`` and
+    ``merge_from_list`` takes command-line ``opts``.
+    """
+    if detectron2_available():
+        from detectron2.config import get_cfg as d2_get_cfg
+
+        cfg = d2_get_cfg()
+    else:
+        from .defaults import _C
+
+        cfg = _C.clone()
+    add_aeroseg_config(cfg)
+    return cfg
+
+
+__all__ = [
+    "CfgNode",
+    "GENERIC_TEMPLATES",
+    "REMOTE_SENSING_TEMPLATES",
+    "add_aeroseg_config",
+    "configurable",
+    "get_cfg",
+]

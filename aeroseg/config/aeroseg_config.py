@@ -1,0 +1,78 @@
+"""Every AerOSeg-specific config key, with its paper default and a one-line meaning."""
+from fvcore.common.config import CfgNode as CN
+
+# The four remote-sensing prompt templates of the paper (Sec. 3.1, after Li et al.).
+REMOTE_SENSING_TEMPLATES = [
+    "A satellite image of a {}.",
+    "A land use image of a {}.",
+    "A remote sensing image of a {}.",
+    "An aerial image of a {}.",
+]
+# The single generic template of the Baseline / Config-A / Config-B ablations (Table 3).
+GENERIC_TEMPLATES = ["A photo of a {} in a scene"]
+
+# OpenAI CLIP and SAM pixel statistics on the 0..255 RGB scale.
+CLIP_PIXEL_MEAN = [122.7709383, 116.7460125, 104.09373615]
+CLIP_PIXEL_STD = [68.5005327, 66.6321579, 70.32316305]
+SAM_PIXEL_MEAN = [123.675, 116.28, 103.53]
+SAM_PIXEL_STD = [58.395, 57.12, 57.375]
+
+
+def add_aeroseg_config(cfg: CN) -> None:
+    """Add AerOSeg's keys (paper defaults) to ``cfg`` in place."""
+    cfg.MODEL.META_ARCHITECTURE = "AerOSeg"
+    cfg.SOLVER.CLIP_MULTIPLIER = 0.01  # lr of CLIP's trainable params = BASE_LR x this (2e-6 / 2e-4)
+    cfg.SOLVER.GUIDANCE_MULTIPLIER = 0.1  # lr of the guidance encoder when it is fine-tuned (Table 4: 2e-5)
+    cfg.SOLVER.OPTIMIZER = "ADAMW"  # the paper trains with AdamW
+
+    # ---------------------------------------------------------------- vision-language backbone
+    cfg.MODEL.CLIP = CN()
+    cfg.MODEL.CLIP.NAME = "ViT-B-16"  # open_clip architecture name
+    cfg.MODEL.CLIP.PRETRAINED = "openai"  # open_clip pretrained tag, a local checkpoint file, or "" for random init
+    cfg.MODEL.CLIP.IMAGE_SIZE = 384  # CLIP input side; 384 / patch 16 = 24x24 dense tokens
+    # open_clip model-config entries that replace the named architecture's (e.g. a tiny test model).
+    cfg.MODEL.CLIP.ARCH_OVERRIDES = CN(new_allowed=True)
+    cfg.MODEL.CLIP.FINETUNE = "attention_qv"  # "attention_qv" (paper), "none" (frozen) or "full"
+    cfg.MODEL.CLIP.PIXEL_MEAN = list(CLIP_PIXEL_MEAN)  # CLIP normalisation mean (0..255 RGB)
+    cfg.MODEL.CLIP.PIXEL_STD = list(CLIP_PIXEL_STD)  # CLIP normalisation std (0..255 RGB)
+    cfg.MODEL.CLIP.ROTATIONS = [0, 90, 180, 270]  # degrees (multiples of 90) the image is rotated by
+    cfg.MODEL.CLIP.ROTATION_BATCHING = "batched"  # "batched": one forward over all rotations; "sequential": one per rotation
+    cfg.MODEL.CLIP.PROMPT_TEMPLATES = list(REMOTE_SENSING_TEMPLATES)  # "{}" is replaced by the class name
+    # 0-based CLIP blocks whose outputs guide refinement/decoder when MODEL.GUIDANCE.ENCODER = "CLIP".
+    cfg.MODEL.CLIP.GUIDANCE_LAYERS = [3, 7]
+
+    # ---------------------------------------------------------------- guidance encoder
+    cfg.MODEL.GUIDANCE = CN()
+    cfg.MODEL.GUIDANCE.ENCODER = "SAM"  # "SAM" (paper) or "CLIP" (Baseline: CLIP's own features guide)
+
+    cfg.MODEL.SAM = CN()
+    cfg.MODEL.SAM.VARIANT = "vit_l"  # segment-anything image encoder: "vit_b", "vit_l" or "vit_h"
+    cfg.MODEL.SAM.CHECKPOINT = ""  # SAM .pth (full SAM or encoder-only state dict); "" = random init
+    cfg.MODEL.SAM.INPUT_SIZE = 1024  # SAM input side; positional embeddings are resized if it differs from the checkpoint
+    cfg.MODEL.SAM.TAP_LAYERS = [8, 16, 24]  # 1-based blocks whose outputs are F1, F2, F3 (F3 = spatial guidance + L_sem target)
+    cfg.MODEL.SAM.FROZEN = True  # keep the guidance encoder frozen (paper); False fine-tunes it (Table 4)
+    cfg.MODEL.SAM.USE_NECK = False  # pass the last tap through SAM's neck (256 channels) instead of the raw block output
+    cfg.MODEL.SAM.PIXEL_MEAN = list(SAM_PIXEL_MEAN)  # SAM normalisation mean (0..255 RGB)
+    cfg.MODEL.SAM.PIXEL_STD = list(SAM_PIXEL_STD)  # SAM normalisation std (0..255 RGB)
+    # ImageEncoderViT arguments that replace the variant's (embed_dim, depth, num_heads, ...), e.g. a tiny test encoder.
+    cfg.MODEL.SAM.ARCH_OVERRIDES = CN(new_allowed=True)
+
+    # ---------------------------------------------------------------- correlation + refinement head
+    cfg.MODEL.AEROSEG = CN()
+    cfg.MODEL.AEROSEG.VOCABULARY = []  # class names used when no dataset metadata provides them
+    cfg.MODEL.AEROSEG.FEATURE_DIM = 128  # d_F: channels of the embedded correlation volume
+    cfg.MODEL.AEROSEG.CORRELATION_KERNEL = 7  # kernel of the conv embedding of the correlation volume
+    cfg.MODEL.AEROSEG.NUM_REFINEMENT_BLOCKS = 2  # (spatial + class) refinement blocks
+    cfg.MODEL.AEROSEG.SPATIAL_GUIDANCE_DIM = 128  # channels the guidance (F3) is projected to by P_v
+    cfg.MODEL.AEROSEG.TEXT_GUIDANCE_DIM = 128  # channels the prompt-averaged text embedding is projected to by P_t
+    cfg.MODEL.AEROSEG.SPATIAL_NUM_HEADS = 4  # heads of the Swin (shifted-)window attention
+    cfg.MODEL.AEROSEG.WINDOW_SIZE = 12  # Swin window side in tokens
+    cfg.MODEL.AEROSEG.CLASS_NUM_HEADS = 4  # heads of the linear attention across classes
+    cfg.MODEL.AEROSEG.MLP_RATIO = 4.0  # hidden/in ratio of the MLPs inside refinement blocks
+    cfg.MODEL.AEROSEG.DECODER_DIMS = [64, 32]  # channels of the attention-aware upsampling stages (each x2)
+    cfg.MODEL.AEROSEG.DECODER_GUIDANCE_DIMS = [32, 16]  # channels the guidance of each decoder stage is projected to
+    cfg.MODEL.AEROSEG.DECODER_GUIDANCE_TAPS = [0, 1]  # which guidance tap (0 = F1, 1 = F2) feeds each decoder stage
+    cfg.MODEL.AEROSEG.BACK_PROJECTION_TARGET = "SAM"  # L_sem target: "SAM" (F3), "CLIP" (dense CLIP), "RGB" (pixels), "NONE"
+    cfg.MODEL.AEROSEG.BACK_PROJECTION_HIDDEN_DIM = 512  # hidden width of the 3-layer back-projection MLP
+    cfg.MODEL.AEROSEG.BCE_WEIGHT = 1.0  # weight of L_bce
+    cfg.MODEL.AEROSEG.SEM_WEIGHT = 1.0  # weight of L_sem (paper: L = L_bce + L_sem)

@@ -1,0 +1,39 @@
+"""``@configurable``: construct a module either from plain arguments or from a config.
+
+detectron2's convention: ``Module(cfg)`` calls ``Module.from_config(cfg)`` to turn the config
+into keyword arguments, while ``Module(a=..., b=...)`` passes them directly. With detectron2
+installed its own decorator is used, so our modules behave identically inside detectron2.
+"""
+import functools
+
+from fvcore.common.config import CfgNode
+
+from ..utils.detectron2_compat import detectron2_available
+
+
+def _aeroseg_configurable(init_func):
+    if init_func.__name__ != "__init__":
+        raise TypeError("@configurable decorates __init__ methods only")
+
+    @functools.wraps(init_func)
+    def wrapped(self, *args, **kwargs):
+        cfg = kwargs.pop("cfg", None)
+        if cfg is None and args and isinstance(args[0], CfgNode):
+            cfg, args = args[0], args[1:]
+        if cfg is None:
+            return init_func(self, *args, **kwargs)
+        from_config = getattr(type(self), "from_config", None)
+        if from_config is None:
+            raise TypeError(f"{type(self).__name__} takes a config but defines no from_config")
+        explicit = from_config(cfg, *args, **kwargs)
+        return init_func(self, **explicit)
+
+    return wrapped
+
+
+if detectron2_available():  # pragma: no cover - exercised only where detectron2 is installed
+    from detectron2.config import configurable
+else:
+    configurable = _aeroseg_configurable
+
+__all__ = ["configurable"]

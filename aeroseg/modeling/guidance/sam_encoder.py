@@ -1,0 +1,221 @@
+"""SAM image encoder as the guidance encoder (paper Sec. 3.1, "Guidance Encoder").
+
+Builds segment-anything's ``ImageEncoderViT`` and returns the outputs of selected blocks
+(paper: after blocks 8, 16 and 24 of SAM ViT-L, called F1, F2, F3).
+"""
+import logging
+import os
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling import ImageEncoderViT
+from torch import nn
+
+from ...utils.errors import CheckpointError, ConfigError, one_line
+
+__all__ = ["SAM_VARIANTS", "SAMGuidanceEncoder", "build_sam_image_encoder", "load_sam_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+# Hyper-parameters of the released SAM image encoders (segment_anything/build_sam.py).
+SAM_VARIANTS: Dict[str, dict] = {
+    "vit_b": dict(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11)),
+    "vit_l": dict(embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23)),
+    "vit_h": dict(embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31)),
+}
+_COMMON = dict(patch_size=16, mlp_ratio=4.0, out_chans=256, qkv_bias=True, use_rel_pos=True,
+               window_size=14)
+
+
+def build_sam_image_encoder(variant: str, input_size: int, overrides: Optional[dict] = None) -> ImageEncoderViT:
+    """segment-anything ``ImageEncoderViT`` of ``variant`` for square inputs of ``input_size``."""
+    if variant not in SAM_VARIANTS:
+        raise ConfigError(f"MODEL.SAM.VARIANT={variant!r}: expected one of {sorted(SAM_VARIANTS)}")
+    args = dict(_COMMON, **SAM_VARIANTS[variant])
+    args.update(overrides or {})
+    if input_size % args["patch_size"] != 0:
+        raise ConfigError(
+            f"MODEL.SAM.INPUT_SIZE={input_size} is not a multiple of the patch size {args['patch_size']}"
+        )
+    args["global_attn_indexes"] = tuple(args["global_attn_indexes"])
+    return ImageEncoderViT(
+        img_size=input_size,
+        norm_layer=lambda dim: nn.LayerNorm(dim, eps=1e-6),
+        act_layer=nn.GELU,
+        rel_pos_zero_init=True,
+        **args,
+    )
+
+
+def _resize_sam_state_dict(state: Dict[str, torch.Tensor], encoder: ImageEncoderViT) -> Dict[str, torch.Tensor]:
+    """Resize absolute and relative position embeddings to ``encoder``'s input size.
+
+    SAM checkpoints are for 1024x1024 inputs (64x64 tokens). For another input size the absolute
+    embedding (1, 64, 64, C) is resized bicubically and the relative-position tables of the
+    global-attention blocks (2*64-1, C_head) linearly, as ViTDet / SAM do for other resolutions.
+    """
+    target = encoder.state_dict()
+    out = dict(state)
+    for key, value in state.items():
+        if key not in target or target[key].shape == value.shape:
+            continue
+        want = target[key].shape
+        if key == "pos_embed" and value.dim() == 4:
+            resized = F.interpolate(value.permute(0, 3, 1, 2).float(), size=tuple(want[1:3]),
+                                    mode="bicubic", align_corners=False)
+            out[key] = resized.permute(0, 2, 3, 1).to(value.dtype)
+        elif key.endswith(("rel_pos_h", "rel_pos_w")) and value.dim() == 2 and value.shape[1] == want[1]:
+            resized = F.interpolate(value.t()[None].float(), size=want[0], mode="linear", align_corners=False)
+            out[key] = resized[0].t().to(value.dtype)
+    return out
+
+
+def load_sam_checkpoint(encoder: ImageEncoderViT, path: str, variant: str) -> None:
+    """Load a SAM checkpoint (full ``Sam`` state dict or encoder-only) into ``encoder``.
+
+    Uses ``torch.load(weights_only=True)``; any missing file, unreadable file, missing/unexpected
+    key or shape that cannot be resized raises :class:`CheckpointError` with one line.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointError(f"SAM checkpoint {path} does not exist (MODEL.SAM.CHECKPOINT)")
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(path, device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"SAM checkpoint {path} could not be read: {one_line(exc, 200)}") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"SAM checkpoint {path} is not a state dict of tensors")
+    prefix = "image_encoder."
+    if any(k.startswith(prefix) for k in state):
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    state = _resize_sam_state_dict(state, encoder)
+    target = encoder.state_dict()
+    missing = sorted(set(target) - set(state))
+    unexpected = sorted(set(state) - set(target))
+    wrong = sorted(k for k in set(state) & set(target) if state[k].shape != target[k].shape)
+    if missing or unexpected or wrong:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            details.append(f"{len(wrong)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)} "
+                           f"vs model {tuple(target[k].shape)})")
+        raise CheckpointError(
+            f"SAM checkpoint {path} does not match the SAM image encoder {variant!r}: " + "; ".join(details)
+        )
+    encoder.load_state_dict(state, strict=True)
+
+
+class SAMGuidanceEncoder(nn.Module):
+    """Frozen (by default) SAM image encoder returning intermediate block outputs.
+
+    Args:
+        encoder: segment-anything ``ImageEncoderViT``.
+        tap_layers: 1-based block numbers whose outputs are returned (paper: 8, 16, 24).
+        frozen: no gradients and always eval mode (paper); False lets it be fine-tuned.
+        use_neck: pass the last tap through SAM's neck (256 channels).
+        pixel_mean, pixel_std: SAM's normalisation on the 0..255 scale.
+
+    ``forward(images)`` takes a list of (3, H, W) RGB images (0..255) and returns
+    ``{"taps": [F1, F2, F3], "target": F3}`` with ``F_i`` of shape (B, C_i, H_s, W_s),
+    H_s = W_s = input_size / 16.
+    """
+
+    def __init__(
+        self,
+        encoder: ImageEncoderViT,
+        *,
+        tap_layers: Sequence[int] = (8, 16, 24),
+        frozen: bool = True,
+        use_neck: bool = False,
+        pixel_mean: Sequence[float] = (123.675, 116.28, 103.53),
+        pixel_std: Sequence[float] = (58.395, 57.12, 57.375),
+    ):
+        super().__init__()
+        depth = len(encoder.blocks)
+        bad = [t for t in tap_layers if not 1 <= int(t) <= depth]
+        if bad or not tap_layers or len(set(tap_layers)) != len(tap_layers):
+            raise ConfigError(
+                f"MODEL.SAM.TAP_LAYERS={list(tap_layers)}: expected distinct block numbers in 1..{depth}"
+            )
+        self.encoder = encoder
+        self.tap_layers = tuple(int(t) for t in tap_layers)
+        self.frozen = bool(frozen)
+        self.use_neck = bool(use_neck)
+        if not use_neck:
+            # The neck's parameters would be unused (no gradient, DDP complains): drop it.
+            self.encoder.neck = nn.Identity()
+        self.input_size = int(encoder.img_size)
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), False)
+        if self.frozen:
+            self.encoder.requires_grad_(False)
+            self.encoder.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.encoder.eval()
+        return self
+
+    @property
+    def channels(self) -> List[int]:
+        """Channels of each tap, in ``tap_layers`` order."""
+        dim = self.encoder.patch_embed.proj.out_channels
+        chans = [dim] * len(self.tap_layers)
+        if self.use_neck:
+            chans[-1] = self.encoder.neck[0].out_channels
+        return chans
+
+    def preprocess(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        size = (self.input_size, self.input_size)
+        x = torch.cat([
+            F.interpolate(img[None].float(), size=size, mode="bilinear", align_corners=False,
+                          antialias=img.shape[-1] > self.input_size)
+            for img in images
+        ]).to(self.pixel_mean.device)
+        return (x - self.pixel_mean) / self.pixel_std
+
+    def forward(self, images: Sequence[torch.Tensor], clip_features=None) -> Dict[str, object]:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            x = self.encoder.patch_embed(self.preprocess(images))  # (B, Hs, Ws, C)
+            if self.encoder.pos_embed is not None:
+                x = x + self.encoder.pos_embed
+            taps = []
+            last = max(self.tap_layers)
+            for i, block in enumerate(self.encoder.blocks[:last], start=1):
+                x = block(x)
+                if i in self.tap_layers:
+                    taps.append(x.permute(0, 3, 1, 2))
+            order = sorted(range(len(self.tap_layers)), key=lambda j: self.tap_layers[j])
+            by_layer = {self.tap_layers[j]: taps[k] for k, j in enumerate(order)}
+            taps = [by_layer[t] for t in self.tap_layers]
+            if self.use_neck:
+                taps[-1] = self.encoder.neck(taps[-1])
+        return {"taps": taps, "target": taps[-1]}
+
+    @classmethod
+    def from_config(cls, cfg) -> "SAMGuidanceEncoder":
+        s = cfg.MODEL.SAM
+        overrides = {k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(s.ARCH_OVERRIDES).items()}
+        encoder = build_sam_image_encoder(s.VARIANT, s.INPUT_SIZE, overrides)
+        if s.CHECKPOINT:
+            load_sam_checkpoint(encoder, s.CHECKPOINT, s.VARIANT)
+        return cls(
+            encoder,
+            tap_layers=s.TAP_LAYERS,
+            frozen=s.FROZEN,
+            use_neck=s.USE_NECK,
+            pixel_mean=s.PIXEL_MEAN,
+            pixel_std=s.PIXEL_STD,
+        )

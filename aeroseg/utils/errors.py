@@ -1,0 +1,24 @@
+"""Exceptions whose message is a single, self-explaining line.
+
+Tools catch :class:`AerOSegError` at the top level and print ``error: <message>`` instead of a
+traceback, so every message must name the offending file / config key / value and say what was
+expected.
+"""
+
+
+class AerOSegError(Exception):
+    """Base class of all user-facing AerOSeg errors (one-line messages)."""
+
+
+class ConfigError(AerOSegError, ValueError):
+    """A config key holds a value the code cannot use."""
+
+
+class CheckpointError(AerOSegError, RuntimeError):
+    """A weights file is missing, unreadable or does not match the model it is loaded into."""
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    """Collapse ``text`` (e.g. a wrapped library error) to one line of at most ``limit`` chars."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

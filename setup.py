@@ -1,0 +1,35 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="aeroseg",
+    version="0.1.0",
+    description="AerOSeg: open-vocabulary semantic segmentation of remote-sensing imagery "
+                "(CLIP correlation refined with SAM guidance)",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=["aeroseg", "aeroseg.*"]),
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "open_clip_torch>=3.0",
+        "segment-anything>=1.0",
+        "timm>=0.9",
+        "einops>=0.7",
+        "fvcore>=0.1.5.post20221221",
+        "opencv-python-headless>=4.8",
+        "pillow>=9.0",
+        "numpy>=1.23",
+        "pyyaml>=6.0",
+        "tqdm>=4.60",
+        "tensorboard>=2.12",
+        "safetensors>=0.4",
+    ],
+    extras_require={"dev": ["pytest>=7.0"]},
+    classifiers=[
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+    ],
+)
