@@ -74,6 +74,8 @@ def _resize_sam_state_dict(state: Dict[str, torch.Tensor], encoder: ImageEncoder
 def load_sam_checkpoint(encoder: ImageEncoderViT, path: str, variant: str) -> None:
     """Load a SAM checkpoint (full ``Sam`` state dict or encoder-only) into ``encoder``.
 
+    The neck's weights are skipped when ``encoder`` has no neck (replaced by ``nn.Identity``).
+
     Uses ``torch.load(weights_only=True)``; any missing file, unreadable file, missing/unexpected
     key or shape that cannot be resized raises :class:`CheckpointError` with one line.
     """
@@ -95,8 +97,10 @@ def load_sam_checkpoint(encoder: ImageEncoderViT, path: str, variant: str) -> No
     prefix = "image_encoder."
     if any(k.startswith(prefix) for k in state):
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    state = _resize_sam_state_dict(state, encoder)
     target = encoder.state_dict()
+    if not any(k.startswith("neck.") for k in target):  # neck unused (MODEL.SAM.USE_NECK False)
+        state = {k: v for k, v in state.items() if not k.startswith("neck.")}
+    state = _resize_sam_state_dict(state, encoder)
     missing = sorted(set(target) - set(state))
     unexpected = sorted(set(state) - set(target))
     wrong = sorted(k for k in set(state) & set(target) if state[k].shape != target[k].shape)
@@ -208,14 +212,14 @@ class SAMGuidanceEncoder(nn.Module):
     def from_config(cls, cfg) -> "SAMGuidanceEncoder":
         s = cfg.MODEL.SAM
         overrides = {k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(s.ARCH_OVERRIDES).items()}
-        encoder = build_sam_image_encoder(s.VARIANT, s.INPUT_SIZE, overrides)
-        if s.CHECKPOINT:
-            load_sam_checkpoint(encoder, s.CHECKPOINT, s.VARIANT)
-        return cls(
-            encoder,
+        guidance = cls(
+            build_sam_image_encoder(s.VARIANT, s.INPUT_SIZE, overrides),
             tap_layers=s.TAP_LAYERS,
             frozen=s.FROZEN,
             use_neck=s.USE_NECK,
             pixel_mean=s.PIXEL_MEAN,
             pixel_std=s.PIXEL_STD,
         )
+        if s.CHECKPOINT:
+            load_sam_checkpoint(guidance.encoder, s.CHECKPOINT, s.VARIANT)
+        return guidance

@@ -1,0 +1,45 @@
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from aeroseg.config import get_cfg
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_CONFIG = REPO / "configs" / "demo" / "tiny_cpu.yaml"
+BASE_CONFIG = REPO / "configs" / "Base-AerOSeg.yaml"
+
+# open_clip warns about random initialisation on every tiny build; that is intended here.
+logging.getLogger().setLevel(logging.ERROR)
+
+
+def tiny_cfg(*opts):
+    cfg = get_cfg()
+    cfg.merge_from_file(str(TINY_CONFIG))
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def build_tiny(*opts, seed: int = 0):
+    from aeroseg.modeling import build_model
+
+    torch.manual_seed(seed)
+    return build_model(tiny_cfg(*opts))
+
+
+def random_batch(n: int = 2, size: int = 64, num_classes: int = 6, seed: int = 0, ignore_fraction: float = 0.1):
+    g = torch.Generator().manual_seed(seed)
+    batch = []
+    for _ in range(n):
+        image = torch.randint(0, 256, (3, size, size), generator=g, dtype=torch.uint8)
+        label = torch.randint(0, num_classes, (size, size), generator=g)
+        label[torch.rand(size, size, generator=g) < ignore_fraction] = 255
+        batch.append({"image": image, "sem_seg": label, "height": size, "width": size})
+    return batch
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield

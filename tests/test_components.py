@@ -1,0 +1,159 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aeroseg.modeling.back_projection import SemanticBackProjection
+from aeroseg.modeling.class_refinement import ClassRefinementBlock, LinearClassAttention
+from aeroseg.modeling.correlation import CorrelationEmbedding, correlation_volume
+from aeroseg.modeling.decoder import AttentionAwareUpsamplingDecoder
+from aeroseg.modeling.losses import segmentation_bce_loss, semantic_back_projection_loss
+from aeroseg.modeling.spatial_refinement import (
+    GuidedWindowAttention,
+    SpatialRefinementBlock,
+    relative_position_index,
+    shifted_window_mask,
+)
+
+
+def test_correlation_volume_is_cosine_similarity_in_rotation_major_order():
+    img = torch.randn(2, 3, 5, 4, 4)  # B, R, D, h, w
+    txt = torch.randn(6, 2, 5)  # T, P, D
+    corr = correlation_volume(img, txt)
+    assert corr.shape == (2, 6, 3 * 2, 4, 4)
+    b, t, r, p, y, x = 1, 4, 2, 1, 3, 0
+    expected = F.cosine_similarity(img[b, r, :, y, x], txt[t, p], dim=0)
+    torch.testing.assert_close(corr[b, t, r * 2 + p, y, x], expected)
+    assert corr.abs().max() <= 1 + 1e-6
+
+
+def test_correlation_embedding_is_shared_by_all_classes():
+    embed = CorrelationEmbedding(4, 8, kernel_size=3)
+    x = torch.randn(2, 5, 4, 6, 6)
+    out = embed(x)
+    assert out.shape == (2, 5, 8, 6, 6)
+    torch.testing.assert_close(out[1, 3], embed.conv(x[1, 3][None])[0])
+
+
+def test_relative_position_index_values():
+    idx = relative_position_index(2)  # tokens (0,0),(0,1),(1,0),(1,1); table side 3
+    # offset (dy, dx) -> (dy + 1) * 3 + (dx + 1)
+    assert idx[0, 0] == 4 and idx[0, 3] == (0 - 1 + 1) * 3 + (0 - 1 + 1) and idx[3, 0] == 8
+    assert idx.max() == 8 and idx.min() == 0
+
+
+def test_shifted_window_mask_matches_brute_force():
+    size, ws, shift = 8, 4, 2
+    mask = shifted_window_mask(size, size, ws, shift)
+    # Brute force: after the cyclic shift a window may contain tokens from opposite image borders.
+    # Two tokens of a window may attend to each other iff they were close in the original image
+    # (no wrap-around), i.e. less than a window apart in both directions.
+    coords = torch.stack(torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij"), -1)
+    rolled = torch.roll(coords, shifts=(-shift, -shift), dims=(0, 1))
+    windows = rolled.view(size // ws, ws, size // ws, ws, 2).permute(0, 2, 1, 3, 4).reshape(-1, ws * ws, 2)
+    for w in range(windows.shape[0]):
+        for i in range(ws * ws):
+            for j in range(ws * ws):
+                (yi, xi), (yj, xj) = windows[w, i].tolist(), windows[w, j].tolist()
+                close = abs(yi - yj) < ws and abs(xi - xj) < ws
+                assert (mask[w, i, j] == 0) == close, (w, i, j)
+    assert torch.isinf(mask).any()
+
+
+def test_window_attention_matches_explicit_softmax():
+    torch.manual_seed(0)
+    attn = GuidedWindowAttention(dim=8, guidance_dim=3, num_heads=2, window_size=2)
+    x, g = torch.randn(1, 1, 4, 8), torch.randn(1, 1, 4, 3)
+    out = attn(x, g)
+    q, k = attn.qk(torch.cat([x, g], -1)).chunk(2, -1)
+    v = attn.v(x)
+    bias = attn.relative_position_bias_table[relative_position_index(2).view(-1)].view(4, 4, 2)
+    heads = []
+    for h in range(2):
+        sl = slice(4 * h, 4 * h + 4)
+        logits = q[0, 0, :, sl] @ k[0, 0, :, sl].T / math.sqrt(4) + bias[:, :, h]
+        heads.append(logits.softmax(-1) @ v[0, 0, :, sl])
+    torch.testing.assert_close(out[0, 0], attn.proj(torch.cat(heads, -1)), rtol=1e-5, atol=1e-6)
+
+
+def test_spatial_refinement_treats_classes_independently_and_uses_guidance():
+    block = SpatialRefinementBlock(dim=8, guidance_dim=4, num_heads=2, window_size=4)
+    x, g = torch.randn(1, 3, 8, 8, 8), torch.randn(1, 4, 8, 8)
+    out = block(x, g)
+    x2 = x.clone()
+    x2[0, 1] += 1.0
+    out2 = block(x2, g)
+    torch.testing.assert_close(out2[0, 0], out[0, 0])
+    torch.testing.assert_close(out2[0, 2], out[0, 2])
+    assert not torch.allclose(out2[0, 1], out[0, 1])
+    assert not torch.allclose(block(x, g + 1.0), out)
+
+
+def test_linear_class_attention_matches_explicit_formula():
+    attn = LinearClassAttention(dim=4, guidance_dim=2, num_heads=1)
+    x, g = torch.randn(3, 5, 4), torch.randn(3, 5, 2)
+    q, k = attn.qk(torch.cat([x, g], -1)).chunk(2, -1)
+    q, k, v = F.elu(q) + 1, F.elu(k) + 1, attn.v(x)
+    weights = q @ k.transpose(1, 2)  # (N, T, T), positive
+    explicit = (weights / weights.sum(-1, keepdim=True)) @ v
+    torch.testing.assert_close(attn(x, g), attn.proj(explicit), rtol=1e-5, atol=1e-6)
+
+
+def test_class_refinement_is_permutation_equivariant():
+    block = ClassRefinementBlock(dim=8, guidance_dim=4, num_heads=2)
+    x, t = torch.randn(2, 5, 8, 3, 3), torch.randn(1, 5, 4)
+    perm = torch.tensor([4, 2, 0, 1, 3])
+    torch.testing.assert_close(block(x[:, perm], t[:, perm]), block(x, t)[:, perm], rtol=1e-5, atol=1e-6)
+
+
+def test_decoder_upsamples_x4_and_is_class_permutation_equivariant():
+    dec = AttentionAwareUpsamplingDecoder(8, [6, 4], [5, 7], [3, 2])
+    x = torch.randn(2, 4, 8, 6, 6)
+    guid = [torch.randn(2, 5, 12, 12), torch.randn(2, 7, 3, 3)]  # any size: resized per stage
+    out = dec(x, guid)
+    assert out.shape == (2, 4, 24, 24)
+    perm = torch.tensor([2, 0, 3, 1])
+    torch.testing.assert_close(dec(x[:, perm], guid), out[:, perm], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(dec(x, [guid[0] * 2, guid[1]]), out)
+
+
+def test_back_projection_shapes_and_class_count_check():
+    bp = SemanticBackProjection(num_classes=3, dim=4, hidden_dim=8, out_dim=5)
+    assert bp(torch.randn(2, 3, 4, 6, 6)).shape == (2, 5, 6, 6)
+    with pytest.raises(ValueError, match="built for 3 training classes but the vocabulary has 4"):
+        bp(torch.randn(2, 4, 4, 6, 6))
+
+
+def test_bce_loss_hand_computed():
+    # zero logits: every term is log(2) whatever the label
+    logits = torch.zeros(1, 3, 2, 2)
+    label = torch.tensor([[0, 1], [2, 255]])
+    assert segmentation_bce_loss(logits, [label]).item() == pytest.approx(math.log(2))
+    # one valid pixel of class 1 with logits (a, b, c): mean of softplus(a), softplus(-b), softplus(c)
+    logits = torch.tensor([2.0, -1.0, 0.5]).view(1, 3, 1, 1).expand(1, 3, 2, 2).clone()
+    label = torch.tensor([[1, 255], [255, 255]])
+    expected = (F.softplus(torch.tensor(2.0)) + F.softplus(torch.tensor(1.0)) + F.softplus(torch.tensor(0.5))) / 3
+    assert segmentation_bce_loss(logits, [label]).item() == pytest.approx(expected.item(), rel=1e-6)
+    # ignore pixels do not count: changing their logits changes nothing
+    logits2 = logits.clone()
+    logits2[0, :, 1, 1] = 50.0
+    assert segmentation_bce_loss(logits2, [label]).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_bce_loss_upsamples_logits_to_label_size():
+    logits = torch.randn(1, 2, 4, 4, requires_grad=True)
+    label = torch.randint(0, 2, (8, 8))
+    loss = segmentation_bce_loss(logits, [label])
+    up = F.interpolate(logits, size=(8, 8), mode="bilinear", align_corners=False)
+    expected = F.binary_cross_entropy_with_logits(up[0].permute(1, 2, 0), F.one_hot(label, 2).float())
+    torch.testing.assert_close(loss, expected)
+
+
+def test_semantic_loss_is_mse_with_stop_gradient():
+    pred = torch.randn(2, 3, 4, 4, requires_grad=True)
+    target = torch.randn(2, 3, 4, 4, requires_grad=True)
+    loss = semantic_back_projection_loss(pred, target)
+    torch.testing.assert_close(loss, ((pred - target) ** 2).mean())
+    loss.backward()
+    assert target.grad is None and pred.grad is not None
