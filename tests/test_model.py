@@ -214,3 +214,10 @@ def test_paper_config_parameter_counts_on_meta_device():
     trainable_clip = count_parameters(model.clip_backbone, trainable_only=True)
     assert trainable_clip == 12 * 2 * (768 * 768 + 768) + 12 * 2 * (512 * 512 + 512)  # q/v of both towers
     assert count_parameters(model.guidance_encoder, trainable_only=True) == 0
+
+
+def test_cuda_device_without_a_gpu_is_a_config_error():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is available")
+    with pytest.raises(ConfigError, match="MODEL.DEVICE='cuda' but no CUDA device is available"):
+        build_tiny("MODEL.DEVICE", "cuda")

@@ -21,6 +21,7 @@ SAM_PIXEL_STD = [58.395, 57.12, 57.375]
 def add_aeroseg_config(cfg: CN) -> None:
     """Add AerOSeg's keys (paper defaults) to ``cfg`` in place."""
     cfg.MODEL.META_ARCHITECTURE = "AerOSeg"  # the registered meta-architecture built by build_model
+    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 0  # training classes (back-projection input); 0 = size of the vocabulary
     cfg.SOLVER.CLIP_MULTIPLIER = 0.01  # lr of CLIP's trainable params = BASE_LR x this (2e-6 / 2e-4)
     cfg.SOLVER.GUIDANCE_MULTIPLIER = 0.1  # lr of the guidance encoder when it is fine-tuned (Table 4: 2e-5)
     cfg.SOLVER.OPTIMIZER = "ADAMW"  # the paper trains with AdamW

@@ -12,7 +12,7 @@ _C.VERSION = 2
 
 _C.MODEL = CN()
 _C.MODEL.META_ARCHITECTURE = "AerOSeg"  # name in the META_ARCH registry
-_C.MODEL.DEVICE = "cpu"  # "cpu" or "cuda"; tools switch to cuda when available and not overridden
+_C.MODEL.DEVICE = "cuda"  # "cuda" or "cpu", as in detectron2
 _C.MODEL.WEIGHTS = ""  # checkpoint of the whole model (fvcore/detectron2 format) to start from
 # Pixel statistics (0..255, RGB). AerOSeg's encoders use their own (MODEL.CLIP/SAM.PIXEL_*).
 _C.MODEL.PIXEL_MEAN = [123.675, 116.280, 103.530]

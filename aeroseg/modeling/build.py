@@ -33,9 +33,14 @@ def build_model(cfg) -> torch.nn.Module:
     if name not in META_ARCH_REGISTRY:
         raise ConfigError(f"MODEL.META_ARCHITECTURE={name!r} is not registered (known: "
                           f"{sorted(k for k, _ in META_ARCH_REGISTRY)})")
+    device = torch.device(cfg.MODEL.DEVICE)
+    on_meta = torch.get_default_device().type == "meta"
+    if device.type == "cuda" and not on_meta and not torch.cuda.is_available():
+        raise ConfigError(f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} but no CUDA device is available; "
+                          f"add 'MODEL.DEVICE cpu' to run on the CPU")
     model = META_ARCH_REGISTRY.get(name)(cfg)
-    if torch.get_default_device().type != "meta":
-        model.to(torch.device(cfg.MODEL.DEVICE))
+    if not on_meta:
+        model.to(device)
     logger.info("Built %s: %.2fM parameters, %.2fM trainable", name,
                 count_parameters(model) / 1e6, count_parameters(model, True) / 1e6)
     return model
