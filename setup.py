@@ -12,6 +12,7 @@ setup(
     packages=find_packages(include=["aeroseg", "aeroseg.*"]),
     install_requires=[
         "torch>=2.1",
+        "rasterio>=1.3",
         "torchvision>=0.16",
         "open_clip_torch>=3.0",
         "segment-anything>=1.0",

@@ -144,7 +144,7 @@ class AerOSeg(nn.Module):
         return {
             "clip_backbone": clip_backbone,
             "guidance_encoder": build_guidance_encoder(cfg, clip_backbone),
-            "vocabulary": list(a.VOCABULARY),
+            "vocabulary": _initial_vocabulary(cfg),
             "feature_dim": a.FEATURE_DIM,
             "correlation_kernel": a.CORRELATION_KERNEL,
             "num_refinement_blocks": a.NUM_REFINEMENT_BLOCKS,
@@ -268,6 +268,19 @@ class AerOSeg(nn.Module):
         if self.back_projection_target == "CLIP":
             return clip_features["dense"][:, 0]
         return F.pixel_unshuffle(clip_images, self.clip_backbone.patch_size)  # "RGB": pixels of each patch
+
+
+def _initial_vocabulary(cfg) -> List[str]:
+    """MODEL.AEROSEG.VOCABULARY if set, else the seen classes of the first training dataset."""
+    if cfg.MODEL.AEROSEG.VOCABULARY:
+        return list(cfg.MODEL.AEROSEG.VOCABULARY)
+    if cfg.DATASETS.TRAIN:
+        from ..data import MetadataCatalog  # imported here: modeling does not depend on data otherwise
+
+        seen = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("seen_classes")
+        if seen:
+            return list(seen)
+    return []
 
 
 def _resize(x: torch.Tensor, size) -> torch.Tensor:

@@ -1,0 +1,117 @@
+"""Turn a dataset dict into the model's input dict (detectron2's "mapper")."""
+import copy
+import os
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..config.configurable import configurable
+from .catalog import MetadataCatalog
+from .datasets.sem_seg_folder import DatasetError
+from .transforms import RandomCrop, RandomFlip, RandomRotate90, ResizeShortestEdge, apply_augmentations
+
+__all__ = ["SemSegDatasetMapper", "training_label_map", "read_image", "read_label"]
+
+
+def read_image(path: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB."""
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except Exception as exc:
+        raise DatasetError(f"{path}: cannot read image ({exc})") from None
+
+
+def read_label(path: str) -> np.ndarray:
+    """(H, W) uint8 class indices (palette PNGs give their indices, not colours)."""
+    try:
+        with Image.open(path) as img:
+            label = np.asarray(img)
+    except Exception as exc:
+        raise DatasetError(f"{path}: cannot read label ({exc})") from None
+    if label.ndim != 2:
+        raise DatasetError(f"{path}: label must be single-channel, got shape {label.shape}")
+    return label
+
+
+def training_label_map(classes: Sequence[str], train_classes: Sequence[str], ignore_label: int = 255) -> np.ndarray:
+    """256-entry lookup table: dataset class index -> index in ``train_classes`` (else ignore).
+
+    Training sees only the seen classes: their pixels are renumbered to index the training
+    vocabulary, and pixels of every other class become ``ignore_label``.
+    """
+    lut = np.full(256, ignore_label, dtype=np.uint8)
+    for i, name in enumerate(classes):
+        if name in train_classes:
+            lut[i] = list(train_classes).index(name)
+    return lut
+
+
+class SemSegDatasetMapper:
+    """Read image + label, (training) hide unseen classes and augment, return model inputs.
+
+    Returns ``{"file_name", "image": uint8 (3, H, W), "sem_seg": long (H, W), "height", "width"}``.
+    At test time labels keep the dataset's full class indices and ``height``/``width`` are the
+    original image size.
+    """
+
+    @configurable
+    def __init__(self, is_train: bool = True, *, augmentations: Sequence = (),
+                 label_map: Optional[np.ndarray] = None, ignore_label: int = 255):
+        self.is_train = is_train
+        self.augmentations: List = list(augmentations)
+        self.label_map = label_map
+        self.ignore_label = ignore_label
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True, dataset_name: Optional[str] = None):
+        names = [dataset_name] if dataset_name else list(cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST)
+        ignore = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
+        label_map = None
+        augs = []
+        if is_train:
+            if not names:
+                raise DatasetError("DATASETS.TRAIN is empty: name the dataset(s) to train on")
+            meta = MetadataCatalog.get(names[0])
+            for other in names[1:]:
+                if MetadataCatalog.get(other).stuff_classes != meta.stuff_classes:
+                    raise DatasetError(f"training datasets {names[0]} and {other} have different classes")
+            label_map = training_label_map(meta.stuff_classes, meta.seen_classes, ignore)
+            augs.append(ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN,
+                                           cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING))
+            if cfg.INPUT.CROP.ENABLED:
+                augs.append(RandomCrop(cfg.INPUT.CROP.SIZE, ignore))
+            flip = cfg.INPUT.RANDOM_FLIP
+            if flip not in ("none", "horizontal", "vertical", "both"):
+                raise DatasetError(f"INPUT.RANDOM_FLIP={flip!r}: expected none, horizontal, vertical or both")
+            if flip != "none":
+                augs.append(RandomFlip(horizontal=flip in ("horizontal", "both"), vertical=flip in ("vertical", "both")))
+            if cfg.INPUT.RANDOM_ROTATE_90:
+                augs.append(RandomRotate90())
+        return {"is_train": is_train, "augmentations": augs, "label_map": label_map, "ignore_label": ignore}
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        d = copy.deepcopy(dataset_dict)
+        image = read_image(d["file_name"])
+        out = {"file_name": d["file_name"], "height": d.get("height", image.shape[0]),
+               "width": d.get("width", image.shape[1])}
+        label = None
+        if "sem_seg_file_name" in d:
+            label = read_label(d["sem_seg_file_name"])
+            if label.shape != image.shape[:2]:
+                raise DatasetError(f"{d['sem_seg_file_name']}: label size {label.shape[1]}x{label.shape[0]} "
+                                   f"differs from image {os.path.basename(d['file_name'])} "
+                                   f"{image.shape[1]}x{image.shape[0]}")
+        if self.is_train:
+            if label is None:
+                raise DatasetError(f"{d['file_name']}: training needs a label (sem_seg_file_name)")
+            if self.label_map is not None:
+                label = self.label_map[label]
+            image, label = apply_augmentations(self.augmentations, image, label)
+            out["height"], out["width"] = image.shape[:2]
+        out["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if label is not None:
+            out["sem_seg"] = torch.from_numpy(label.astype(np.int64))
+        return out
