@@ -21,7 +21,8 @@ This module holds what they share:
 * :func:`run_cli`, the ``main()`` skeleton every script uses.
 
 It is a private helper of the scripts (hence the leading underscore) and is
-imported by putting this folder on ``sys.path``; it does not import ``aeroseg``.
+imported by putting this folder on ``sys.path``. The class lists come from the installed
+``aeroseg`` package (``aeroseg.data.datasets.builtin_meta``).
 """
 
 from __future__ import annotations

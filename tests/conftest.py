@@ -14,9 +14,12 @@ BASE_CONFIG = REPO / "configs" / "Base-AerOSeg.yaml"
 logging.getLogger().setLevel(logging.ERROR)
 
 
-def tiny_cfg(*opts):
+def tiny_cfg(*opts, with_datasets: bool = False):
+    """The tiny config; by default without datasets (the model then uses its 6-class vocabulary)."""
     cfg = get_cfg()
     cfg.merge_from_file(str(TINY_CONFIG))
+    if not with_datasets:
+        cfg.merge_from_list(["DATASETS.TRAIN", "()", "DATASETS.TEST", "()"])
     cfg.merge_from_list(list(opts))
     return cfg
 

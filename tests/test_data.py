@@ -161,9 +161,8 @@ def test_rotate_and_flip_move_image_and_label_together(custom_dataset):
     d = DatasetCatalog.get(f"{name}_train")[0]
     img = torch.from_numpy(np.asarray(Image.open(d["file_name"])).transpose(2, 0, 1).copy())
     seen = set()
-    np.random.seed(0)
-    for _ in range(12):
-        out = mapper(d)
+    for position in range(12):
+        out = mapper(d, rng=np.random.default_rng([0, position]))
         # the label's column stripes end up rows or columns; the image moved the same way
         found = False
         for k in range(4):
@@ -190,10 +189,17 @@ def test_label_size_mismatch_is_reported(custom_dataset):
 def test_samplers():
     s = iter(InfiniteTrainingSampler(5, seed=3, rank=0, world_size=1))
     first = [next(s) for _ in range(10)]
-    assert sorted(first[:5]) == list(range(5)) and sorted(first[5:]) == list(range(5))
+    assert [p for p, _ in first] == list(range(10))
+    idx = [i for _, i in first]
+    assert sorted(idx[:5]) == list(range(5)) and sorted(idx[5:]) == list(range(5)) and idx[:5] != idx[5:]
+    # resuming at position 4 continues the same stream
+    resumed = iter(InfiniteTrainingSampler(5, seed=3, rank=0, world_size=1, start=4))
+    assert [next(resumed) for _ in range(6)] == first[4:]
     a = iter(InfiniteTrainingSampler(6, seed=1, rank=0, world_size=2))
     b = iter(InfiniteTrainingSampler(6, seed=1, rank=1, world_size=2))
-    assert sorted([next(a) for _ in range(3)] + [next(b) for _ in range(3)]) == list(range(6))
+    pa, pb = [next(a) for _ in range(3)], [next(b) for _ in range(3)]
+    assert [p for p, _ in pa] == [0, 2, 4] and [p for p, _ in pb] == [1, 3, 5]
+    assert sorted(i for _, i in pa + pb) == list(range(6))
     shards = [list(InferenceSampler(7, rank=r, world_size=3)) for r in range(3)]
     assert shards == [[0, 1, 2], [3, 4], [5, 6]]
 
@@ -203,16 +209,22 @@ def test_train_loader_is_infinite_batched_and_seeded(custom_dataset):
     cfg = tiny_cfg("DATASETS.TRAIN", f"('{name}_train',)", "SOLVER.IMS_PER_BATCH", "2", "INPUT.MIN_SIZE_TRAIN", "(32,)",
                    "INPUT.CROP.SIZE", "[24, 24]", "SEED", "5")
 
-    def first_batches(n):
-        np.random.seed(5)
-        it = iter(build_train_loader(cfg))
+    def batches(n, start_iter=0, workers=0):
+        cfg.DATALOADER.NUM_WORKERS = workers
+        it = iter(build_train_loader(cfg, start_iter=start_iter))
         return [next(it) for _ in range(n)]
 
-    run1, run2 = first_batches(4), first_batches(4)  # 8 samples from a 3-image dataset: it wraps
+    run1 = batches(4)  # 8 samples from a 3-image dataset: it wraps
     assert all(len(b) == 2 and b[0]["image"].shape == (3, 24, 24) for b in run1)
-    for b1, b2 in zip(run1, run2):
-        for x, y in zip(b1, b2):
-            assert x["file_name"] == y["file_name"] and torch.equal(x["image"], y["image"])
+    assert len({x["image"].numpy().tobytes() for b in run1 for x in b}) == 8  # random crops differ
+
+    def same(r1, r2):
+        return all(x["file_name"] == y["file_name"] and torch.equal(x["image"], y["image"])
+                   and torch.equal(x["sem_seg"], y["sem_seg"]) for b1, b2 in zip(r1, r2) for x, y in zip(b1, b2))
+
+    assert same(run1, batches(4))  # seeded
+    assert same(run1, batches(4, workers=2))  # independent of the number of workers
+    assert same(run1[2:], batches(2, start_iter=2))  # resuming continues the stream exactly
 
 
 def test_test_loader_batch_one_in_order(custom_dataset):

@@ -2,8 +2,9 @@
 
 Only the keys AerOSeg's code reads (or that users expect to set in a portable config) are
 declared, with detectron2's names and meanings, so a YAML written for this project also merges
-into ``detectron2.config.get_cfg()``. When detectron2 is installed :func:`aeroseg.config.get_cfg`
-starts from detectron2's own defaults instead of these.
+into ``detectron2.config.get_cfg()``. When detectron2 is installed, :func:`aeroseg.config.get_cfg`
+starts from detectron2's config and :func:`add_aeroseg_config` lays these values over it, so a
+config has the same values with and without detectron2.
 """
 from fvcore.common.config import CfgNode as CN
 
@@ -34,7 +35,6 @@ _C.INPUT.RANDOM_FLIP = "horizontal"  # "horizontal", "vertical" or "none"
 _C.INPUT.CROP = CN({"ENABLED": False})
 _C.INPUT.CROP.TYPE = "absolute"
 _C.INPUT.CROP.SIZE = [256, 256]
-_C.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
 
 _C.DATASETS = CN()
 _C.DATASETS.TRAIN = ()

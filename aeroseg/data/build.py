@@ -15,14 +15,20 @@ __all__ = ["MappedDataset", "build_train_loader", "build_test_loader", "get_data
 
 
 class MappedDataset(Dataset):
-    def __init__(self, dicts: List[dict], mapper: Callable[[dict], dict]):
-        self.dicts, self.mapper = dicts, mapper
+    """Dataset dicts through a mapper. Keys are indices, or ``(position, index)`` pairs from
+    :class:`InfiniteTrainingSampler`: then the mapper gets ``rng`` seeded by (seed, position)."""
+
+    def __init__(self, dicts: List[dict], mapper: Callable[..., dict], seed: int = 0):
+        self.dicts, self.mapper, self.seed = dicts, mapper, seed
 
     def __len__(self):
         return len(self.dicts)
 
-    def __getitem__(self, i):
-        return self.mapper(self.dicts[i])
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            position, index = key
+            return self.mapper(self.dicts[index], rng=np.random.default_rng([self.seed, position]))
+        return self.mapper(self.dicts[key])
 
 
 def get_dataset_dicts(names) -> List[dict]:
@@ -33,9 +39,8 @@ def get_dataset_dicts(names) -> List[dict]:
 
 
 def _worker_init(worker_id: int) -> None:
-    # torch gives each worker the seed base_seed + worker_id (base_seed drawn from the main
-    # process' torch RNG, itself seeded by SEED); extend it to NumPy and random, which the
-    # augmentations use.
+    # Augmentations use their own per-sample generator; seed the global RNGs of each worker
+    # too (from torch's per-worker seed) for any user mapper that relies on them.
     seed = torch.initial_seed() % 2 ** 32
     np.random.seed(seed)
     random.seed(seed)
@@ -45,15 +50,21 @@ def _trivial_collate(batch):
     return batch
 
 
-def build_train_loader(cfg, mapper: Optional[Callable] = None, seed: Optional[int] = None) -> DataLoader:
-    """Endless loader of lists of ``IMS_PER_BATCH / world_size`` mapped dicts."""
+def build_train_loader(cfg, mapper: Optional[Callable] = None, seed: Optional[int] = None,
+                       start_iter: int = 0) -> DataLoader:
+    """Endless loader of lists of ``IMS_PER_BATCH / world_size`` mapped dicts.
+
+    ``start_iter``: the first iteration it feeds (resuming), so that iteration i always gets the
+    same samples and augmentations.
+    """
     world = comm.get_world_size()
     if cfg.SOLVER.IMS_PER_BATCH % world:
         raise ValueError(f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is not divisible by the "
                          f"number of processes ({world})")
     dicts = get_dataset_dicts(cfg.DATASETS.TRAIN)
-    dataset = MappedDataset(dicts, mapper or SemSegDatasetMapper(cfg, is_train=True))
-    sampler = InfiniteTrainingSampler(len(dataset), seed=cfg.SEED if seed is None else seed)
+    sampler = InfiniteTrainingSampler(len(dicts), seed=cfg.SEED if seed is None else seed,
+                                      start=start_iter * cfg.SOLVER.IMS_PER_BATCH)
+    dataset = MappedDataset(dicts, mapper or SemSegDatasetMapper(cfg, is_train=True), seed=sampler.seed)
     generator = torch.Generator().manual_seed(sampler.seed + comm.get_rank())
     return DataLoader(dataset, batch_size=cfg.SOLVER.IMS_PER_BATCH // world, sampler=sampler,
                       num_workers=cfg.DATALOADER.NUM_WORKERS, collate_fn=_trivial_collate,

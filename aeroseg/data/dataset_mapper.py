@@ -92,7 +92,8 @@ class SemSegDatasetMapper:
                 augs.append(RandomRotate90())
         return {"is_train": is_train, "augmentations": augs, "label_map": label_map, "ignore_label": ignore}
 
-    def __call__(self, dataset_dict: dict) -> dict:
+    def __call__(self, dataset_dict: dict, rng: Optional[np.random.Generator] = None) -> dict:
+        """``rng`` drives the training augmentations (a fresh unseeded one if None)."""
         d = copy.deepcopy(dataset_dict)
         image = read_image(d["file_name"])
         out = {"file_name": d["file_name"], "height": d.get("height", image.shape[0]),
@@ -109,7 +110,8 @@ class SemSegDatasetMapper:
                 raise DatasetError(f"{d['file_name']}: training needs a label (sem_seg_file_name)")
             if self.label_map is not None:
                 label = self.label_map[label]
-            image, label = apply_augmentations(self.augmentations, image, label)
+            rng = rng if rng is not None else np.random.default_rng()
+            image, label = apply_augmentations(self.augmentations, image, label, rng)
             out["height"], out["width"] = image.shape[:2]
         out["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         if label is not None:

@@ -1,6 +1,6 @@
 """Samplers: an infinite shuffled stream for training and an ordered shard for inference."""
 import itertools
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Tuple
 
 import torch
 from torch.utils.data import Sampler
@@ -11,25 +11,32 @@ __all__ = ["InfiniteTrainingSampler", "InferenceSampler"]
 
 
 class InfiniteTrainingSampler(Sampler):
-    """Endless indices: a new permutation of ``range(size)`` per pass, seeded; rank r takes every
-    world_size-th index starting at r, so the processes of one run see disjoint samples."""
+    """Endless ``(position, index)`` pairs: a new seeded permutation of ``range(size)`` per pass.
+
+    ``position`` counts samples in the global stream (all processes together); rank r takes the
+    positions r, r + world_size, ... so processes see disjoint samples. Starting at ``start``
+    (= iteration x global batch when resuming) continues the stream exactly where it stopped.
+    The position also seeds the sample's augmentation (see :class:`~aeroseg.data.build.MappedDataset`).
+    """
 
     def __init__(self, size: int, shuffle: bool = True, seed: Optional[int] = None,
-                 rank: Optional[int] = None, world_size: Optional[int] = None):
+                 rank: Optional[int] = None, world_size: Optional[int] = None, start: int = 0):
         if size <= 0:
             raise ValueError(f"the training set is empty (size {size})")
         self.size, self.shuffle = size, shuffle
         self.seed = int(seed) if seed is not None and seed >= 0 else int(torch.randint(2 ** 31, ()).item())
         self.rank = comm.get_rank() if rank is None else rank
         self.world_size = comm.get_world_size() if world_size is None else world_size
+        self.start = int(start)
 
     def _infinite(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed)
         while True:
             yield from (torch.randperm(self.size, generator=g) if self.shuffle else torch.arange(self.size)).tolist()
 
-    def __iter__(self) -> Iterator[int]:
-        return itertools.islice(self._infinite(), self.rank, None, self.world_size)
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
+        stream = enumerate(self._infinite())
+        return itertools.islice(stream, self.start + self.rank, None, self.world_size)
 
 
 class InferenceSampler(Sampler):

@@ -1,7 +1,9 @@
 """Geometric augmentations applied identically to an image (H, W, 3) and its label (H, W).
 
-Random choices use NumPy's global generator, which the engine seeds from ``SEED`` and the data
-loader re-seeds in every worker, so augmentation is reproducible.
+Every random choice is drawn from the ``rng`` (a ``numpy.random.Generator``) passed in. The
+training loader derives it from (SEED, position of the sample in the training stream), so the
+augmentation of every sample is reproducible whatever the number of workers, and a resumed run
+sees exactly the samples and augmentations of an uninterrupted one.
 """
 from typing import Sequence, Tuple
 
@@ -19,11 +21,11 @@ class ResizeShortestEdge:
             raise ValueError(f"INPUT.MIN_SIZE_TRAIN_SAMPLING={sampling!r}: expected 'choice' or 'range'")
         self.sizes, self.max_size, self.sampling = tuple(int(s) for s in sizes), int(max_size), sampling
 
-    def __call__(self, image: np.ndarray, label: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
         if self.sampling == "range":
-            short = np.random.randint(self.sizes[0], self.sizes[1] + 1)
+            short = int(rng.integers(self.sizes[0], self.sizes[1] + 1))
         else:
-            short = self.sizes[np.random.randint(len(self.sizes))]
+            short = self.sizes[int(rng.integers(len(self.sizes)))]
         h, w = image.shape[:2]
         scale = short / min(h, w)
         if self.max_size > 0 and max(h, w) * scale > self.max_size:
@@ -42,7 +44,7 @@ class RandomCrop:
     def __init__(self, size: Sequence[int], ignore_label: int = 255):
         self.size, self.ignore_label = (int(size[0]), int(size[1])), ignore_label
 
-    def __call__(self, image, label):
+    def __call__(self, image, label, rng: np.random.Generator):
         ch, cw = self.size
         h, w = image.shape[:2]
         if h < ch or w < cw:
@@ -50,7 +52,7 @@ class RandomCrop:
             image = np.pad(image, pad + ((0, 0),))
             label = np.pad(label, pad, constant_values=self.ignore_label)
             h, w = image.shape[:2]
-        y, x = np.random.randint(h - ch + 1), np.random.randint(w - cw + 1)
+        y, x = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
         return image[y:y + ch, x:x + cw], label[y:y + ch, x:x + cw]
 
 
@@ -60,10 +62,10 @@ class RandomFlip:
     def __init__(self, horizontal: bool = True, vertical: bool = False, prob: float = 0.5):
         self.horizontal, self.vertical, self.prob = horizontal, vertical, prob
 
-    def __call__(self, image, label):
-        if self.horizontal and np.random.rand() < self.prob:
+    def __call__(self, image, label, rng: np.random.Generator):
+        if self.horizontal and rng.random() < self.prob:
             image, label = image[:, ::-1], label[:, ::-1]
-        if self.vertical and np.random.rand() < self.prob:
+        if self.vertical and rng.random() < self.prob:
             image, label = image[::-1], label[::-1]
         return image, label
 
@@ -71,12 +73,12 @@ class RandomFlip:
 class RandomRotate90:
     """Rotate by 0, 90, 180 or 270 degrees, uniformly (aerial images have no canonical "up")."""
 
-    def __call__(self, image, label):
-        k = np.random.randint(4)
+    def __call__(self, image, label, rng: np.random.Generator):
+        k = int(rng.integers(4))
         return np.rot90(image, k), np.rot90(label, k)
 
 
-def apply_augmentations(augmentations, image: np.ndarray, label: np.ndarray):
+def apply_augmentations(augmentations, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
     for aug in augmentations:
-        image, label = aug(image, label)
+        image, label = aug(image, label, rng)
     return np.ascontiguousarray(image), np.ascontiguousarray(label)

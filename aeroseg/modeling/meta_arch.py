@@ -271,16 +271,14 @@ class AerOSeg(nn.Module):
 
 
 def _initial_vocabulary(cfg) -> List[str]:
-    """MODEL.AEROSEG.VOCABULARY if set, else the seen classes of the first training dataset."""
-    if cfg.MODEL.AEROSEG.VOCABULARY:
-        return list(cfg.MODEL.AEROSEG.VOCABULARY)
+    """The seen classes of the first training dataset, else MODEL.AEROSEG.VOCABULARY."""
     if cfg.DATASETS.TRAIN:
         from ..data import MetadataCatalog  # imported here: modeling does not depend on data otherwise
 
         seen = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("seen_classes")
         if seen:
             return list(seen)
-    return []
+    return list(cfg.MODEL.AEROSEG.VOCABULARY)
 
 
 def _resize(x: torch.Tensor, size) -> torch.Tensor:

@@ -6,6 +6,7 @@ instead of importing it blindly.
 """
 import functools
 import importlib.util
+import warnings
 
 
 @functools.lru_cache(maxsize=None)
@@ -14,8 +15,12 @@ def detectron2_available() -> bool:
     if importlib.util.find_spec("detectron2") is None:
         return False
     try:
-        import detectron2.config  # noqa: F401
-        import detectron2.modeling  # noqa: F401
+        with warnings.catch_warnings():
+            # fvcore.nn (imported by detectron2.modeling) calls torch.jit.script at import time,
+            # which recent torch answers with a FutureWarning on stderr of every tool.
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+            import detectron2.config  # noqa: F401
+            import detectron2.modeling  # noqa: F401
     except Exception:  # a broken install (e.g. compiled for another torch) counts as absent
         return False
     return True

@@ -1,0 +1,218 @@
+"""AerOSeg inside a real detectron2 (design.md §2: detectron2-native when it is installed).
+
+Every test here runs only where detectron2 is importable; elsewhere the module is skipped.
+"""
+import itertools
+
+import pytest
+import torch
+
+pytest.importorskip("detectron2")
+pytest.importorskip("detectron2.modeling")
+
+import detectron2.config as d2_config  # noqa: E402
+import detectron2.modeling as d2_modeling  # noqa: E402
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.engine import SimpleTrainer  # noqa: E402
+
+from aeroseg.checkpoint import AerOSegCheckpointer  # noqa: E402
+from aeroseg.config import add_aeroseg_config, configurable, get_cfg  # noqa: E402
+from aeroseg.config.defaults import _C as STANDALONE_DEFAULTS  # noqa: E402
+from aeroseg.modeling import AerOSeg  # noqa: E402
+from aeroseg.modeling import META_ARCH_REGISTRY as AEROSEG_META_ARCH_REGISTRY  # noqa: E402
+from aeroseg.utils import detectron2_available  # noqa: E402
+from conftest import REPO, TINY_CONFIG, random_batch, tiny_cfg  # noqa: E402
+
+NUM_CLASSES = 6  # len(MODEL.AEROSEG.VOCABULARY) in configs/demo/tiny_cpu.yaml
+
+
+def _leaves(node, prefix=""):
+    """{"A.B.C": value} for every non-node entry of a (nested) CfgNode."""
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def _nodes(node, prefix=""):
+    """[("A.B", node)] for every sub-node of a CfgNode, itself included as ""."""
+    out = [(prefix.rstrip("."), node)]
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.extend(_nodes(value, f"{prefix}{key}."))
+    return out
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _standalone_cfg():
+    """The config aeroseg builds where detectron2 is absent (its defaults + AerOSeg's keys)."""
+    cfg = STANDALONE_DEFAULTS.clone()
+    add_aeroseg_config(cfg)
+    return cfg
+
+
+def _d2_tiny_model(seed: int):
+    torch.manual_seed(seed)
+    return d2_modeling.build_model(tiny_cfg("MODEL.DEVICE", "cpu"))
+
+
+def _inference(model, batch):
+    model.eval()
+    with torch.no_grad():
+        return [out["sem_seg"] for out in model([{k: v for k, v in x.items() if k != "sem_seg"} for x in batch])]
+
+
+# ---------------------------------------------------------------------------------------- config
+def test_aeroseg_uses_detectron2():
+    assert detectron2_available()
+    assert configurable is d2_config.configurable
+    assert AEROSEG_META_ARCH_REGISTRY is d2_modeling.META_ARCH_REGISTRY
+
+
+def test_get_cfg_is_a_detectron2_cfgnode_with_all_keys():
+    cfg = get_cfg()
+    # Every node, not only the root, must be detectron2's CfgNode: yacs refuses to merge a
+    # detectron2 node from a YAML file into an fvcore node ("Type mismatch").
+    wrong = [name or "<root>" for name, node in _nodes(cfg) if type(node) is not d2_config.CfgNode]
+    assert not wrong, f"config nodes that are not detectron2 CfgNodes: {wrong}"
+
+    keys = set(_leaves(cfg))
+    missing_d2 = sorted(set(_leaves(d2_config.get_cfg())) - keys)
+    assert not missing_d2, f"detectron2 keys missing from aeroseg.config.get_cfg(): {missing_d2[:10]}"
+    missing_aeroseg = sorted(set(_leaves(_standalone_cfg())) - keys)
+    assert not missing_aeroseg, f"AerOSeg keys missing under detectron2: {missing_aeroseg[:10]}"
+    for key in ["MODEL.CLIP.NAME", "MODEL.SAM.TAP_LAYERS", "MODEL.AEROSEG.FEATURE_DIM",
+                "MODEL.AEROSEG.BACK_PROJECTION_TARGET", "SOLVER.CLIP_MULTIPLIER", "INPUT.RANDOM_ROTATE_90"]:
+        assert key in keys
+    assert cfg.MODEL.META_ARCHITECTURE == "AerOSeg"
+
+
+def test_defaults_do_not_depend_on_whether_detectron2_is_installed():
+    # A config file written for AerOSeg must mean the same thing in both environments, so every
+    # key AerOSeg declares (its own and the detectron2 keys it relies on) has the same default.
+    d2_leaves, standalone = _leaves(get_cfg()), _leaves(_standalone_cfg())
+    differ = {k: (v, d2_leaves[k]) for k, v in standalone.items()
+              if k in d2_leaves and not _same(v, d2_leaves[k])}
+    assert not differ, "defaults (without detectron2, with detectron2) that differ: " + "; ".join(
+        f"{k}: {a!r} vs {b!r}" for k, (a, b) in sorted(differ.items()))
+
+
+def test_tiny_config_with_base_merges_into_the_detectron2_config():
+    cfg = tiny_cfg("MODEL.DEVICE", "cpu", "SOLVER.MAX_ITER", "7", "MODEL.AEROSEG.FEATURE_DIM", "24")
+    assert isinstance(cfg, d2_config.CfgNode)
+    assert cfg.MODEL.CLIP.IMAGE_SIZE == 64 and cfg.MODEL.SAM.VARIANT == "vit_b"  # tiny_cpu.yaml
+    assert cfg.SOLVER.OPTIMIZER == "ADAMW" and cfg.SOLVER.CLIP_MULTIPLIER == 0.01  # Base (_BASE_)
+    assert cfg.MODEL.CLIP.PROMPT_TEMPLATES[0] == "A satellite image of a {}."  # Base
+    assert cfg.MODEL.CLIP.ARCH_OVERRIDES.vision_cfg.layers == 2  # new_allowed node
+    assert cfg.SOLVER.MAX_ITER == 7 and cfg.MODEL.AEROSEG.FEATURE_DIM == 24  # command-line opts
+    assert "RPN" in cfg.MODEL and "ROI_HEADS" in cfg.MODEL  # detectron2's own keys are kept
+    # detectron2's dump/load round trip (what its trainer writes to OUTPUT_DIR/config.yaml)
+    reloaded = get_cfg()
+    reloaded.merge_from_other_cfg(d2_config.CfgNode.load_cfg(cfg.dump()))
+    a, b = _leaves(reloaded), _leaves(cfg)
+    assert set(a) == set(b) and all(_same(a[k], b[k]) for k in a)  # YAML turns tuples into lists
+
+
+def test_unknown_key_is_rejected_under_detectron2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f'_BASE_: "{TINY_CONFIG}"\nMODEL:\n  AEROSEG:\n    FEATUR_DIM: 3\n')
+    with pytest.raises(KeyError, match="FEATUR_DIM"):
+        get_cfg().merge_from_file(str(bad))
+
+
+# ----------------------------------------------------------------------------------------- model
+def test_meta_architecture_registered_in_detectron2():
+    assert "AerOSeg" in d2_modeling.META_ARCH_REGISTRY
+    assert d2_modeling.META_ARCH_REGISTRY.get("AerOSeg") is AerOSeg
+
+
+def test_detectron2_build_model_trains_and_infers_on_cpu():
+    cfg = tiny_cfg("MODEL.DEVICE", "cpu")
+    model = d2_modeling.build_model(cfg)
+    assert type(model) is AerOSeg
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    assert model.vocabulary == list(cfg.MODEL.AEROSEG.VOCABULARY)
+
+    # one step of detectron2's own training loop
+    batch = random_batch(n=2, size=64, num_classes=NUM_CLASSES)
+    model.train()
+    losses = model(batch)
+    assert set(losses) == {"loss_bce", "loss_sem"}
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in trainable]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-3)
+    trainer = SimpleTrainer(model, itertools.repeat(batch), optimizer)
+    trainer.train(0, 1)
+    assert trainer.iter == 1  # detectron2 leaves iter = max_iter after the loop
+    history = trainer.storage.histories()
+    assert {"total_loss", "loss_bce", "loss_sem"} <= set(history)
+    assert torch.isfinite(torch.tensor(history["total_loss"].latest()))
+    assert any(not torch.equal(b, p.detach()) for b, p in zip(before, trainable)), "nothing was trained"
+
+    # inference: [{"sem_seg": (K, height, width)}], resized to the requested output size
+    model.eval()
+    image = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        outputs = model([{"image": image, "height": 80, "width": 96},
+                         {"image": image, "height": 64, "width": 64}])
+    assert isinstance(outputs, list) and len(outputs) == 2
+    assert set(outputs[0]) == {"sem_seg"}
+    assert tuple(outputs[0]["sem_seg"].shape) == (NUM_CLASSES, 80, 96)
+    assert tuple(outputs[1]["sem_seg"].shape) == (NUM_CLASSES, 64, 64)
+    assert torch.isfinite(outputs[0]["sem_seg"]).all()
+
+
+def test_detectron2_and_aeroseg_build_model_agree():
+    from aeroseg.modeling import build_model as aeroseg_build_model
+
+    cfg = tiny_cfg("MODEL.DEVICE", "cpu")
+    torch.manual_seed(3)
+    a = d2_modeling.build_model(cfg)
+    torch.manual_seed(3)
+    b = aeroseg_build_model(cfg)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert list(sa) == list(sb)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    # detectron2's @configurable: from a config or from explicit arguments
+    assert type(AerOSeg(cfg)) is AerOSeg and type(AerOSeg(cfg=cfg)) is AerOSeg
+    assert type(AerOSeg(**AerOSeg.from_config(cfg))) is AerOSeg
+
+
+# ----------------------------------------------------------------------------------- checkpoints
+@pytest.mark.parametrize("writer,reader", [
+    (AerOSegCheckpointer, DetectionCheckpointer),
+    (DetectionCheckpointer, AerOSegCheckpointer),
+], ids=["aeroseg-to-detectron2", "detectron2-to-aeroseg"])
+def test_checkpoints_load_across_checkpointers(tmp_path, writer, reader):
+    source, target = _d2_tiny_model(seed=1), _d2_tiny_model(seed=2)
+    batch = random_batch(n=2, size=64, num_classes=NUM_CLASSES, seed=5)
+    expected = _inference(source, batch)
+    assert not all(torch.equal(a, b) for a, b in zip(expected, _inference(target, batch))), \
+        "the two random models must differ for the test to mean anything"
+
+    optimizer = torch.optim.AdamW([p for p in source.parameters() if p.requires_grad], lr=1e-3)
+    writer(source, str(tmp_path), optimizer=optimizer).save("model_0000004", iteration=4)
+    path = tmp_path / "model_0000004.pth"
+    assert path.is_file() and (tmp_path / "last_checkpoint").read_text().strip() == path.name
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    assert {"model", "optimizer", "iteration"} <= set(raw) and raw["iteration"] == 4
+
+    fresh_optimizer = torch.optim.AdamW([p for p in target.parameters() if p.requires_grad], lr=1e-3)
+    checkpointer = reader(target, str(tmp_path), optimizer=fresh_optimizer)
+    assert checkpointer.has_checkpoint() and checkpointer.get_checkpoint_file() == str(path)
+    extra = checkpointer.resume_or_load(str(path), resume=True)
+    assert extra.get("iteration") == 4
+    assert fresh_optimizer.state_dict()["param_groups"][0]["lr"] == 1e-3
+    for a, b in zip(expected, _inference(target, batch)):
+        assert torch.equal(a, b)
+    assert list(REPO.glob("*.pth")) == []  # nothing written into the repository
