@@ -136,6 +136,7 @@ def _write_json_atomically(path: str, payload: dict) -> None:
             json.dump(payload, f, indent=2, allow_nan=False)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,0 +1,126 @@
+"""Command line, logging and reproducibility set-up shared by the tools (detectron2's flags)."""
+import argparse
+import logging
+import os
+import random
+import sys
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..utils import comm
+
+__all__ = ["default_argument_parser", "default_setup", "seed_all_rng", "setup_logger", "rng_state", "set_rng_state"]
+
+
+def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
+    """detectron2's ``default_argument_parser`` flags, plus ``--engine``."""
+    parser = argparse.ArgumentParser(
+        epilog=epilog or (
+            "Examples:\n"
+            "  python tools/train_net.py --config-file configs/demo/tiny_cpu.yaml\n"
+            "  python tools/train_net.py --config-file configs/isaid/aeroseg_vitb.yaml --num-gpus 4\n"
+            "  python tools/train_net.py --config-file cfg.yaml --eval-only MODEL.WEIGHTS output/model_final.pth\n"
+            "  python tools/train_net.py --config-file cfg.yaml --resume   # continue from OUTPUT_DIR/last_checkpoint"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config-file", default="", metavar="FILE", help="path to the YAML config")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUTPUT_DIR/last_checkpoint (model, optimizer, scheduler, iteration, RNG)")
+    parser.add_argument("--eval-only", action="store_true", help="only evaluate MODEL.WEIGHTS on DATASETS.TEST")
+    parser.add_argument("--num-gpus", type=int, default=1, help="GPUs per machine (processes)")
+    parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")
+    parser.add_argument("--machine-rank", type=int, default=0, help="the rank of this machine (unique per machine)")
+    port = 2 ** 15 + 2 ** 14 + hash(os.getuid() if sys.platform != "win32" else 1) % 2 ** 14
+    parser.add_argument("--dist-url", default=f"tcp://127.0.0.1:{port}",
+                        help="initialization URL for torch.distributed (the first machine's address)")
+    parser.add_argument("--engine", choices=["aeroseg", "detectron2"], default="aeroseg",
+                        help="training loop: AerOSeg's own (default) or detectron2's DefaultTrainer "
+                             "(needs detectron2 installed)")
+    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
+                        help="config overrides as KEY VALUE pairs, e.g. SOLVER.MAX_ITER 100")
+    return parser
+
+
+def setup_logger(output_dir: Optional[str] = None, name: str = "aeroseg") -> logging.Logger:
+    """Console (main process) + ``OUTPUT_DIR/log.txt`` (``log.txt.rank<r>`` elsewhere)."""
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    fmt = logging.Formatter("[%(asctime)s %(name)s]: %(message)s", datefmt="%m/%d %H:%M:%S")
+    rank = comm.get_rank()
+    if rank == 0:
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(fmt)
+        logger.addHandler(console)
+    if output_dir:
+        os.makedirs(output_dir, exist_ok=True)
+        path = os.path.join(output_dir, "log.txt" if rank == 0 else f"log.txt.rank{rank}")
+        file_handler = logging.FileHandler(path)
+        file_handler.setFormatter(fmt)
+        logger.addHandler(file_handler)
+    return logger
+
+
+def seed_all_rng(seed: Optional[int] = None) -> int:
+    """Seed Python, NumPy and torch (all devices); a negative/None seed draws one. Returns it."""
+    if seed is None or seed < 0:
+        seed = int.from_bytes(os.urandom(4), "little") % 2 ** 31
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return seed
+
+
+def rng_state() -> dict:
+    """Python / NumPy / torch RNG states as tensors and numbers (loadable with weights_only)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "numpy_gauss": [int(np_state[3]), float(np_state[4])],
+        "python": torch.tensor(py_state[1], dtype=torch.int64),
+        "python_gauss": py_state[2],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"],
+                         state["numpy_gauss"][0], state["numpy_gauss"][1]))
+    random.setstate((3, tuple(int(x) for x in state["python"].tolist()), state["python_gauss"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def default_setup(cfg, args) -> logging.Logger:
+    """Create OUTPUT_DIR, set up logging, write the merged config, seed every RNG."""
+    output_dir = cfg.OUTPUT_DIR
+    if comm.is_main_process() and output_dir:
+        os.makedirs(output_dir, exist_ok=True)
+    comm.synchronize()
+    logger = setup_logger(output_dir)
+    logger.info("Rank %d of %d; command line: %s", comm.get_rank(), comm.get_world_size(), " ".join(sys.argv))
+    logger.info("torch %s, CUDA available: %s", torch.__version__, torch.cuda.is_available())
+    if getattr(args, "config_file", ""):
+        logger.info("Config file %s", args.config_file)
+    if comm.is_main_process() and output_dir:
+        path = os.path.join(output_dir, "config.yaml")
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(cfg.dump())
+        os.replace(tmp, path)
+        logger.info("Full config saved to %s", path)
+    seed = seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + comm.get_rank())
+    logger.info("Seed: %d", seed)
+    torch.backends.cudnn.benchmark = bool(cfg.CUDNN_BENCHMARK)
+    return logger

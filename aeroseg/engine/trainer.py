@@ -1,0 +1,202 @@
+"""AerOSeg's own training loop: a small loop over well-kept parts (design.md §2).
+
+Iteration-based, like detectron2: data from an endless loader, AdamW with per-part learning
+rates, an fvcore-based schedule, optional mixed precision and gradient clipping, DDP across
+processes, periodic checkpoints (``model_0004999.pth`` ... ``model_final.pth``), periodic and
+final evaluation, metrics to the console, ``metrics.json`` and tensorboard.
+"""
+import logging
+import os
+import time
+from collections import OrderedDict
+from contextlib import nullcontext
+from typing import Dict, Optional
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from ..checkpoint import AerOSegCheckpointer
+from ..data import MetadataCatalog, build_test_loader, build_train_loader
+from ..modeling import build_model
+from ..solver import build_lr_scheduler, build_optimizer
+from ..utils import comm
+from .defaults import rng_state, set_rng_state
+from .metrics import MetricsWriter
+
+__all__ = ["Trainer", "amp_dtype", "flatten_results"]
+
+logger = logging.getLogger("aeroseg")
+
+
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """bf16 where supported (CPU, Ampere+ GPUs), else fp16 (then with a gradient scaler)."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def flatten_results(results: Dict) -> Dict[str, float]:
+    """{"isaid_val": {"sem_seg": {"mIoU": ..}}} -> {"isaid_val/sem_seg/mIoU": ..}."""
+    flat = {}
+    for key, value in results.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}/{k}": v for k, v in flatten_results(value).items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+class Trainer:
+    """Train ``cfg``'s model on ``cfg.DATASETS.TRAIN``; evaluate on ``cfg.DATASETS.TEST``."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.model = build_model(cfg)
+        self.train_vocabulary = self.model.vocabulary
+        self.optimizer = build_optimizer(cfg, self.model)
+        self.scheduler = build_lr_scheduler(cfg, self.optimizer)
+        self.device = self.model.device
+        self.amp_enabled = bool(cfg.SOLVER.AMP.ENABLED)
+        self.amp_dtype = amp_dtype(self.device)
+        self.grad_scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.amp_enabled and self.amp_dtype == torch.float16)
+        self.ddp_model = self.model
+        if comm.get_world_size() > 1:
+            self.ddp_model = DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=cfg.MODEL.CLIP.FINETUNE == "full",  # logit_scale etc. get no gradient
+            )
+        checkpointables = {"optimizer": self.optimizer, "scheduler": self.scheduler}
+        if self.grad_scaler.is_enabled():
+            checkpointables["grad_scaler"] = self.grad_scaler
+        self.checkpointer = AerOSegCheckpointer(self.model, cfg.OUTPUT_DIR, **checkpointables)
+        self.checkpointer.save_to_disk = comm.is_main_process()
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.last_results: Dict = {}
+
+    # ------------------------------------------------------------------ state
+    def resume_or_load(self, resume: bool = True) -> None:
+        """``resume`` and ``OUTPUT_DIR/last_checkpoint`` exists: continue it (model, optimizer,
+        scheduler, iteration, RNG). Otherwise load only the model from ``MODEL.WEIGHTS`` (if set)."""
+        if resume and self.checkpointer.has_checkpoint():
+            path = self.checkpointer.get_checkpoint_file()
+            extra = self.checkpointer.load(path)
+            self.start_iter = int(extra.get("iteration", -1)) + 1
+            if "rng" in extra:
+                set_rng_state(extra["rng"])
+            logger.info("Resumed from %s at iteration %d", path, self.start_iter)
+        elif self.cfg.MODEL.WEIGHTS:
+            AerOSegCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS, checkpointables=[])
+            logger.info("Loaded model weights from %s", self.cfg.MODEL.WEIGHTS)
+
+    def _save(self, name: str, iteration: int) -> None:
+        self.checkpointer.save(name, iteration=iteration, rng=rng_state())
+
+    # ------------------------------------------------------------------ training
+    def _clip_gradients(self) -> None:
+        c = self.cfg.SOLVER.CLIP_GRADIENTS
+        if not c.ENABLED:
+            return
+        if self.grad_scaler.is_enabled():
+            self.grad_scaler.unscale_(self.optimizer)
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if c.CLIP_TYPE == "value":
+            torch.nn.utils.clip_grad_value_(params, c.CLIP_VALUE)
+        elif c.CLIP_TYPE == "norm":  # detectron2: the norm of each parameter separately
+            for p in params:
+                torch.nn.utils.clip_grad_norm_([p], c.CLIP_VALUE, c.NORM_TYPE)
+        elif c.CLIP_TYPE == "full_model":  # one norm over all parameters (Mask2Former / CAT-Seg)
+            torch.nn.utils.clip_grad_norm_(params, c.CLIP_VALUE, c.NORM_TYPE)
+        else:
+            from ..utils.errors import ConfigError
+
+            raise ConfigError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE={c.CLIP_TYPE!r}: expected value, norm or full_model")
+
+    def run_step(self, batch) -> Dict[str, float]:
+        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_enabled else nullcontext())
+        with autocast:
+            losses = self.ddp_model(batch)
+        total = sum(losses.values())
+        if not torch.isfinite(total):
+            raise FloatingPointError(
+                f"the training loss became {total.item()} ({ {k: v.item() for k, v in losses.items()} }); "
+                f"lower SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.grad_scaler.scale(total).backward()
+        self._clip_gradients()
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+        values = torch.stack([v.detach().float() for v in losses.values()] + [total.detach().float()])
+        if comm.get_world_size() > 1:
+            torch.distributed.all_reduce(values)
+            values /= comm.get_world_size()
+        return dict(zip(list(losses) + ["total_loss"], values.tolist()))
+
+    def train(self) -> Dict:
+        """Run iterations ``start_iter .. MAX_ITER-1``; returns the last evaluation results."""
+        cfg = self.cfg
+        logger.info("Starting training from iteration %d to %d", self.start_iter, self.max_iter)
+        if self.start_iter >= self.max_iter:
+            logger.info("Nothing to train: the checkpoint is already at iteration %d", self.start_iter)
+            return self.last_results
+        writer = MetricsWriter(cfg.OUTPUT_DIR, self.max_iter, enabled=comm.is_main_process())
+        loader = iter(build_train_loader(cfg, start_iter=self.start_iter))
+        self.model.set_vocabulary(self.train_vocabulary)
+        self.ddp_model.train()
+        try:
+            for iteration in range(self.start_iter, self.max_iter):
+                start = time.perf_counter()
+                batch = next(loader)
+                data_time = time.perf_counter() - start
+                losses = self.run_step(batch)
+                lr = max(g["lr"] for g in self.optimizer.param_groups)
+                self.scheduler.step()
+                writer.put(iteration, time.perf_counter() - start, data_time=data_time, lr=lr, **losses)
+                self._after_step(iteration, writer)
+        finally:
+            writer.close()
+        return self.last_results
+
+    def _after_step(self, iteration: int, writer: MetricsWriter) -> None:
+        cfg = self.cfg
+        final = iteration == self.max_iter - 1
+        period = cfg.SOLVER.CHECKPOINT_PERIOD
+        if final:
+            self._save("model_final", iteration)
+        elif period > 0 and (iteration + 1) % period == 0:
+            self._save(f"model_{iteration:07d}", iteration)
+        eval_period = cfg.TEST.EVAL_PERIOD
+        if cfg.DATASETS.TEST and (final or (eval_period > 0 and (iteration + 1) % eval_period == 0)):
+            self.last_results = self.test(cfg, self.model)
+            writer.write_scalars(iteration, flatten_results(self.last_results))
+            self.model.set_vocabulary(self.train_vocabulary)
+            self.ddp_model.train()
+        comm.synchronize()
+
+    # ------------------------------------------------------------------ evaluation
+    @classmethod
+    def test(cls, cfg, model, evaluators=None) -> Dict:
+        """Evaluate ``model`` on every dataset of ``DATASETS.TEST`` with all of its classes.
+
+        Returns ``{dataset: {"sem_seg": {...}}}``, or the inner dict when there is one dataset
+        (as detectron2). The model's vocabulary is restored afterwards.
+        """
+        from ..evaluation import build_evaluator, inference_on_dataset
+
+        results = OrderedDict()
+        vocabulary = model.vocabulary
+        for i, name in enumerate(cfg.DATASETS.TEST):
+            meta = MetadataCatalog.get(name)
+            model.set_vocabulary(meta.stuff_classes)
+            evaluator = (evaluators[i] if evaluators else
+                         build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference", name)))
+            results[name] = inference_on_dataset(model, build_test_loader(cfg, name), evaluator)
+            if comm.is_main_process() and results[name]:
+                m = results[name]["sem_seg"]
+                logger.info("%s: s-mIoU %.2f  u-mIoU %.2f  h-mIoU %.2f  mIoU %.2f", name,
+                            m["s-mIoU"], m["u-mIoU"], m["h-mIoU"], m["mIoU"])
+        if vocabulary:
+            model.set_vocabulary(vocabulary)
+        return results[next(iter(results))] if len(results) == 1 else results

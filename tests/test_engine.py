@@ -1,0 +1,158 @@
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from aeroseg.engine import Trainer
+from aeroseg.solver import build_lr_scheduler, build_optimizer, get_param_groups
+from conftest import REPO, TINY_CONFIG, build_tiny, tiny_cfg
+
+sys.path.insert(0, str(REPO / "tools"))
+import train_net  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def datasets_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("datasets")
+
+
+@pytest.fixture(autouse=True)
+def _datasets_env(datasets_dir, monkeypatch):
+    monkeypatch.setenv("AEROSEG_DATASETS", str(datasets_dir))
+
+
+def _run(out, *opts, flags=()):
+    argv = [*flags, "--config-file", str(TINY_CONFIG), "OUTPUT_DIR", str(out), *opts]
+    return train_net.run(argv)
+
+
+def _final_state(out):
+    return torch.load(os.path.join(out, "model_final.pth"), weights_only=True)["model"]
+
+
+# ----------------------------------------------------------------------------- solver
+def test_param_groups_have_the_papers_learning_rates():
+    cfg = tiny_cfg("SOLVER.BASE_LR", "0.0002", "SOLVER.CLIP_MULTIPLIER", "0.01", "SOLVER.WEIGHT_DECAY", "0.05")
+    model = build_tiny()
+    groups = get_param_groups(model, cfg)
+    by_name = {n: g for g in groups for n in g["param_names"]}
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert sorted(by_name) == sorted(trainable)  # every trainable parameter exactly once
+    for name, group in by_name.items():
+        expected = 2e-6 if name.startswith("clip_backbone.") else 2e-4
+        assert group["lr"] == pytest.approx(expected), name
+    assert not any(n.startswith("guidance_encoder.") for n in by_name)  # frozen SAM
+    assert by_name["refinement.0.spatial.blocks.0.norm1.weight"]["weight_decay"] == 0.0  # norms
+    assert by_name["refinement.0.spatial.blocks.0.attn.relative_position_bias_table"]["weight_decay"] == 0.0
+    assert by_name["decoder.head.weight"]["weight_decay"] == 0.05
+    tuned_sam = build_tiny("MODEL.SAM.FROZEN", "False")
+    cfg.SOLVER.GUIDANCE_MULTIPLIER = 0.1
+    lrs = [g["lr"] for g in get_param_groups(tuned_sam, cfg) if g["name"].startswith("guidance")]
+    assert lrs and all(lr == pytest.approx(2e-5) for lr in lrs)
+
+
+def test_warmup_cosine_schedule_values():
+    cfg = tiny_cfg("SOLVER.BASE_LR", "0.001", "SOLVER.MAX_ITER", "100", "SOLVER.WARMUP_ITERS", "10",
+                   "SOLVER.WARMUP_FACTOR", "0.1")
+    model = build_tiny()
+    opt = build_optimizer(cfg, model)
+    sched = build_lr_scheduler(cfg, opt)
+    head = max(range(len(opt.param_groups)), key=lambda i: opt.param_groups[i]["lr"])
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[head]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(1e-4)  # warmup starts at BASE_LR x WARMUP_FACTOR
+    cosine = lambda i: 1e-3 * 0.5 * (1 + math.cos(math.pi * i / 100))  # noqa: E731
+    assert lrs[5] == pytest.approx(1e-4 + (cosine(10) - 1e-4) * 0.5)  # linear towards the cosine
+    for i in (10, 50, 99):
+        assert lrs[i] == pytest.approx(cosine(i))
+
+
+# ----------------------------------------------------------------------------- training runs
+def test_short_run_writes_checkpoints_metrics_and_results(tmp_path):
+    out = tmp_path / "run"
+    assert _run(out, "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "3", "TEST.EVAL_PERIOD", "0") == 0
+    names = set(os.listdir(out))
+    assert {"config.yaml", "log.txt", "metrics.json", "last_checkpoint", "model_0000002.pth", "model_final.pth"} <= names
+    assert (out / "last_checkpoint").read_text() == "model_final.pth"
+    assert any(n.startswith("events.out.tfevents") for n in names)
+    records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    train = [r for r in records if "loss_bce" in r]
+    assert train[-1]["iteration"] == 5 and {"loss_sem", "total_loss", "lr", "time"} <= set(train[-1])
+    final_eval = [r for r in records if "sem_seg/h-mIoU" in r]
+    assert final_eval and final_eval[-1]["iteration"] == 5
+    results = json.loads((out / "inference" / "synthetic_aerial_val" / "sem_seg_results.json").read_text())
+    assert results["metrics"]["s-mIoU"] == pytest.approx(final_eval[-1]["sem_seg/s-mIoU"])
+    ckpt = torch.load(out / "model_final.pth", weights_only=True)
+    assert ckpt["iteration"] == 5 and {"model", "optimizer", "scheduler", "rng"} <= set(ckpt)
+    assert "Engine: aeroseg" in (out / "log.txt").read_text()
+
+
+def test_same_seed_gives_identical_weights(tmp_path):
+    opts = ("SOLVER.MAX_ITER", "4", "DATASETS.TEST", "()", "DATALOADER.NUM_WORKERS", "1")
+    assert _run(tmp_path / "a", *opts) == 0 and _run(tmp_path / "b", *opts) == 0
+    a, b = _final_state(tmp_path / "a"), _final_state(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _run(tmp_path / "c", *opts, "SEED", "1") == 0
+    c = _final_state(tmp_path / "c")
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_resume_after_interruption_reaches_the_same_weights(tmp_path, monkeypatch):
+    opts = ("SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "3", "DATASETS.TEST", "()")
+    assert _run(tmp_path / "full", *opts) == 0
+
+    original = Trainer.run_step
+    calls = {"n": 0}
+
+    def crash_after_four(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt("simulated crash")
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "run_step", crash_after_four)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "resumed", *opts)
+    assert (tmp_path / "resumed" / "last_checkpoint").read_text() == "model_0000002.pth"
+    monkeypatch.setattr(Trainer, "run_step", original)
+    assert _run(tmp_path / "resumed", *opts, flags=("--resume",)) == 0
+    full, resumed = _final_state(tmp_path / "full"), _final_state(tmp_path / "resumed")
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+def test_eval_only_reproduces_the_end_of_training_metrics(tmp_path):
+    out = tmp_path / "train"
+    assert _run(out, "SOLVER.MAX_ITER", "5") == 0
+    trained = json.loads((out / "inference" / "synthetic_aerial_val" / "sem_seg_results.json").read_text())
+    ev = tmp_path / "eval"
+    assert _run(ev, "MODEL.WEIGHTS", str(out / "model_final.pth"), flags=("--eval-only",)) == 0
+    again = json.loads((ev / "inference" / "synthetic_aerial_val" / "sem_seg_results.json").read_text())
+    assert again["metrics"] == trained["metrics"]
+    assert again["confusion_matrix"] == trained["confusion_matrix"]
+
+
+def test_command_line_errors_are_one_line(tmp_path, capsys):
+    assert _run(tmp_path / "x", "MODEL.AEROSEG.FEATUR", "3") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "MODEL.AEROSEG.FEATUR" in err and "\n" not in err
+    assert train_net.run(["--config-file", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml does not exist" in capsys.readouterr().err
+    weights = tmp_path / "nope.pth"
+    assert _run(tmp_path / "y", "MODEL.WEIGHTS", str(weights), flags=("--eval-only",)) == 2
+    assert f"checkpoint {weights} does not exist" in capsys.readouterr().err
+
+
+def test_detectron2_engine_needs_detectron2(tmp_path, capsys):
+    from aeroseg.utils import detectron2_available
+
+    if detectron2_available():
+        pytest.skip("detectron2 is installed: covered by tests/test_detectron2_integration.py")
+    assert _run(tmp_path / "d2", flags=("--engine", "detectron2")) == 2
+    assert "needs detectron2 installed" in capsys.readouterr().err

@@ -1,0 +1,83 @@
+#!/usr/bin/env python
+"""Train and evaluate AerOSeg (detectron2's command line).
+
+    python tools/train_net.py --config-file configs/demo/tiny_cpu.yaml
+    python tools/train_net.py --config-file CFG --num-gpus 4
+    python tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS output/model_final.pth
+    python tools/train_net.py --config-file CFG --resume
+    python tools/train_net.py --config-file CFG --engine detectron2   # detectron2's DefaultTrainer
+
+Results (s-/u-/h-mIoU) are printed and written to OUTPUT_DIR/inference/<dataset>/.
+"""
+import logging
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aeroseg.checkpoint import AerOSegCheckpointer  # noqa: E402
+from aeroseg.config import get_cfg  # noqa: E402
+from aeroseg.data import register_datasets_from_config  # noqa: E402
+from aeroseg.engine import Trainer, default_argument_parser, default_setup, launch  # noqa: E402
+from aeroseg.modeling import build_model  # noqa: E402
+from aeroseg.utils import comm  # noqa: E402
+from aeroseg.utils.detectron2_compat import detectron2_available  # noqa: E402
+from aeroseg.utils.errors import AerOSegError, ConfigError  # noqa: E402
+
+
+def setup(args):
+    cfg = get_cfg()
+    try:
+        if args.config_file:
+            if not os.path.isfile(args.config_file):
+                raise ConfigError(f"config file {args.config_file} does not exist")
+            cfg.merge_from_file(args.config_file)
+        cfg.merge_from_list(args.opts or [])
+    except (KeyError, ValueError, AssertionError) as exc:  # unknown key, bad value type, odd opts
+        where = args.config_file or "command line"
+        raise ConfigError(f"{where}: {str(exc).strip(chr(34)).strip(chr(39))}") from None
+    cfg.freeze()
+    register_datasets_from_config(cfg)
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    logger = logging.getLogger("aeroseg")
+    if args.engine == "detectron2":
+        if not detectron2_available():
+            raise AerOSegError("--engine detectron2 needs detectron2 installed (see README: engines)")
+        from aeroseg.engine.detectron2_trainer import Detectron2Trainer as TrainerClass
+    else:
+        TrainerClass = Trainer
+    logger.info("Engine: %s", "detectron2 DefaultTrainer" if args.engine == "detectron2" else "aeroseg (own training loop)")
+
+    if args.eval_only:
+        model = build_model(cfg)
+        # A model trained with another number of training classes evaluates fine: the
+        # back-projection only serves the training loss.
+        AerOSegCheckpointer(model, cfg.OUTPUT_DIR, ignore_prefixes=("back_projection.",)).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume)
+        return TrainerClass.test(cfg, model)
+
+    trainer = TrainerClass(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def run(argv=None) -> int:
+    args = default_argument_parser().parse_args(argv)
+    try:
+        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(args,))
+    except AerOSegError as exc:
+        if comm.is_main_process():
+            print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run())
