@@ -216,3 +216,26 @@ def test_checkpoints_load_across_checkpointers(tmp_path, writer, reader):
     for a, b in zip(expected, _inference(target, batch)):
         assert torch.equal(a, b)
     assert list(REPO.glob("*.pth")) == []  # nothing written into the repository
+
+
+def test_train_net_on_detectron2_default_trainer(tmp_path, monkeypatch):
+    """--engine detectron2 trains with DefaultTrainer; its checkpoint evaluates on our engine."""
+    import json
+    import sys
+
+    from conftest import REPO, TINY_CONFIG
+
+    monkeypatch.setenv("AEROSEG_DATASETS", str(tmp_path / "datasets"))
+    sys.path.insert(0, str(REPO / "tools"))
+    import train_net
+
+    out = tmp_path / "d2"
+    assert train_net.run(["--engine", "detectron2", "--config-file", str(TINY_CONFIG), "OUTPUT_DIR", str(out),
+                          "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "2"]) == 0
+    assert (out / "model_final.pth").is_file() and (out / "model_0000001.pth").is_file()
+    d2_metrics = json.loads((out / "inference" / "synthetic_aerial_val" / "sem_seg_results.json").read_text())
+    ev = tmp_path / "ours"
+    assert train_net.run(["--eval-only", "--config-file", str(TINY_CONFIG), "OUTPUT_DIR", str(ev),
+                          "MODEL.WEIGHTS", str(out / "model_final.pth")]) == 0
+    ours = json.loads((ev / "inference" / "synthetic_aerial_val" / "sem_seg_results.json").read_text())
+    assert ours["metrics"] == d2_metrics["metrics"]
