@@ -27,7 +27,12 @@ setup(
         "tensorboard>=2.12",
         "safetensors>=0.4",
     ],
-    extras_require={"dev": ["pytest>=7.0"]},
+    extras_require={
+        "dev": ["pytest>=7.0"],
+        # SAM 2 / 2.1 guidance encoders (paper Table 6). Optional: sam2 needs Python >= 3.10 and
+        # torch >= 2.5.1, and its iopath>=0.1.10 clashes with detectron2's iopath<0.1.10 pin.
+        "sam2": ["sam2==1.1.0; python_version >= '3.10'"],
+    },
     classifiers=[
         "License :: OSI Approved :: Apache Software License",
         "Programming Language :: Python :: 3",

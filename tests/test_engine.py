@@ -156,3 +156,21 @@ def test_detectron2_engine_needs_detectron2(tmp_path, capsys):
         pytest.skip("detectron2 is installed: covered by tests/test_detectron2_integration.py")
     assert _run(tmp_path / "d2", flags=("--engine", "detectron2")) == 2
     assert "needs detectron2 installed" in capsys.readouterr().err
+
+
+def test_two_process_ddp_matches_one_process(tmp_path):
+    """--num-gpus 2 (gloo on CPU): IMS_PER_BATCH is global, ranks read disjoint halves of the same
+    stream and gradients are averaged, so the weights match a single-process run. Plain SGD keeps
+    the comparison tight (Adam amplifies float noise of near-zero gradients)."""
+    opts = ("SOLVER.MAX_ITER", "3", "DATASETS.TEST", "()", "SOLVER.CHECKPOINT_PERIOD", "0",
+            "SOLVER.OPTIMIZER", "SGD", "SOLVER.MOMENTUM", "0.0", "SOLVER.BASE_LR", "0.1")
+    assert _run(tmp_path / "one", *opts) == 0
+    assert _run(tmp_path / "two", *opts, flags=("--num-gpus", "2")) == 0
+    assert (tmp_path / "two" / "log.txt.rank1").is_file()
+    one, two = _final_state(tmp_path / "one"), _final_state(tmp_path / "two")
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-3, atol=5e-4, msg=k)
+    # the tolerance is meaningful: training on half the batch moves the weights much further
+    assert _run(tmp_path / "half", *opts, "SOLVER.IMS_PER_BATCH", "2") == 0
+    half = _final_state(tmp_path / "half")
+    assert max((half[k] - one[k]).abs().max().item() for k in one if one[k].is_floating_point()) > 2e-3

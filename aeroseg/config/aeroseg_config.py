@@ -69,7 +69,7 @@ def add_aeroseg_config(cfg: CfgNode) -> None:
 
     # ---------------------------------------------------------------- guidance encoder
     cfg.MODEL.GUIDANCE = CN()
-    cfg.MODEL.GUIDANCE.ENCODER = "SAM"  # "SAM" (paper) or "CLIP" (Baseline: CLIP's own features guide)
+    cfg.MODEL.GUIDANCE.ENCODER = "SAM"  # "SAM" (paper), "SAM2" (SAM 2 / 2.1 Hiera, Table 6) or "CLIP" (Baseline: CLIP's own features guide)
 
     cfg.MODEL.SAM = CN()
     cfg.MODEL.SAM.VARIANT = "vit_l"  # segment-anything image encoder: "vit_b", "vit_l" or "vit_h"
@@ -82,6 +82,18 @@ def add_aeroseg_config(cfg: CfgNode) -> None:
     cfg.MODEL.SAM.PIXEL_STD = list(SAM_PIXEL_STD)  # SAM normalisation std (0..255 RGB)
     # ImageEncoderViT arguments that replace the variant's (embed_dim, depth, num_heads, ...), e.g. a tiny test encoder.
     cfg.MODEL.SAM.ARCH_OVERRIDES = CN(new_allowed=True)
+
+    # SAM 2 / SAM 2.1 Hiera trunk, used when MODEL.GUIDANCE.ENCODER = "SAM2" (needs the sam2 package).
+    cfg.MODEL.SAM2 = CN()
+    cfg.MODEL.SAM2.VARIANT = "hiera_b+"  # Hiera trunk: "hiera_t", "hiera_s", "hiera_b+" or "hiera_l" (same for SAM 2 and 2.1)
+    cfg.MODEL.SAM2.CHECKPOINT = ""  # SAM 2 or 2.1 .pt (release {"model": ...} or trunk-only state dict); "" = random init
+    cfg.MODEL.SAM2.INPUT_SIZE = 1024  # SAM 2 input side (a multiple of 32 for the released trunks)
+    cfg.MODEL.SAM2.TAP_BLOCKS = []  # 1-based trunk blocks whose outputs are F1, F2, F3; [] = 1/3, 2/3, 3/3 of the depth (B+: 8, 16, 24)
+    cfg.MODEL.SAM2.FROZEN = True  # keep the SAM 2 trunk frozen (as SAM in the paper); False fine-tunes it
+    cfg.MODEL.SAM2.PIXEL_MEAN = list(SAM_PIXEL_MEAN)  # SAM 2 normalisation mean (ImageNet, 0..255 RGB; same as SAM's)
+    cfg.MODEL.SAM2.PIXEL_STD = list(SAM_PIXEL_STD)  # SAM 2 normalisation std (ImageNet, 0..255 RGB; same as SAM's)
+    # Hiera arguments that replace the variant's (embed_dim, num_heads, stages, window_spec, ...), e.g. a tiny test trunk.
+    cfg.MODEL.SAM2.ARCH_OVERRIDES = CN(new_allowed=True)
 
     # ---------------------------------------------------------------- correlation + refinement head
     cfg.MODEL.AEROSEG = CN()
@@ -98,7 +110,7 @@ def add_aeroseg_config(cfg: CfgNode) -> None:
     cfg.MODEL.AEROSEG.DECODER_DIMS = [64, 32]  # channels of the attention-aware upsampling stages (each x2)
     cfg.MODEL.AEROSEG.DECODER_GUIDANCE_DIMS = [32, 16]  # channels the guidance of each decoder stage is projected to
     cfg.MODEL.AEROSEG.DECODER_GUIDANCE_TAPS = [0, 1]  # which guidance tap (0 = F1, 1 = F2) feeds each decoder stage
-    cfg.MODEL.AEROSEG.BACK_PROJECTION_TARGET = "SAM"  # L_sem target: "SAM" (F3), "CLIP" (dense CLIP), "RGB" (pixels), "NONE"
+    cfg.MODEL.AEROSEG.BACK_PROJECTION_TARGET = "SAM"  # L_sem target: "SAM" (F3 of SAM or SAM 2), "CLIP" (dense CLIP), "RGB" (pixels), "NONE"
     cfg.MODEL.AEROSEG.BACK_PROJECTION_HIDDEN_DIM = 512  # hidden width of the 3-layer back-projection MLP
     cfg.MODEL.AEROSEG.BCE_WEIGHT = 1.0  # weight of L_bce
     cfg.MODEL.AEROSEG.SEM_WEIGHT = 1.0  # weight of L_sem (paper: L = L_bce + L_sem)

@@ -13,7 +13,7 @@ from .backbone import CLIPBackbone, build_clip_backbone
 from .build import META_ARCH_REGISTRY
 from .correlation import CorrelationEmbedding, correlation_volume
 from .decoder import AttentionAwareUpsamplingDecoder
-from .guidance import SAMGuidanceEncoder, build_guidance_encoder
+from .guidance import SAM2GuidanceEncoder, SAMGuidanceEncoder, build_guidance_encoder
 from .losses import segmentation_bce_loss, semantic_back_projection_loss
 from .refinement import CorrelationRefinementBlock
 
@@ -111,9 +111,10 @@ class AerOSeg(nn.Module):
                 f"MODEL.AEROSEG.BACK_PROJECTION_TARGET={back_projection_target!r}: expected one of "
                 f"{BACK_PROJECTION_TARGETS}"
             )
-        if back_projection_target == "SAM" and not isinstance(guidance_encoder, SAMGuidanceEncoder):
+        sam_encoders = (SAMGuidanceEncoder, SAM2GuidanceEncoder)
+        if back_projection_target == "SAM" and not isinstance(guidance_encoder, sam_encoders):
             raise ConfigError(
-                "MODEL.AEROSEG.BACK_PROJECTION_TARGET='SAM' needs MODEL.GUIDANCE.ENCODER='SAM' "
+                "MODEL.AEROSEG.BACK_PROJECTION_TARGET='SAM' needs MODEL.GUIDANCE.ENCODER='SAM' or 'SAM2' "
                 "(use 'CLIP', 'RGB' or 'NONE' with CLIP guidance)"
             )
         self.back_projection_target = back_projection_target

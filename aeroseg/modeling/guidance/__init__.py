@@ -7,6 +7,7 @@ guide the decoder stages, ``target`` (or None) is the encoder's L_sem reconstruc
 from fvcore.common.registry import Registry
 
 from .clip_guidance import CLIPGuidance
+from .sam2_encoder import SAM2_VARIANTS, SAM2GuidanceEncoder, build_hiera_trunk, load_sam2_checkpoint
 from .sam_encoder import SAM_VARIANTS, SAMGuidanceEncoder, build_sam_image_encoder, load_sam_checkpoint
 
 GUIDANCE_ENCODER_REGISTRY = Registry("GUIDANCE_ENCODER")
@@ -18,6 +19,12 @@ GUIDANCE_ENCODER_REGISTRY.__doc__ = "Guidance encoders, selected by MODEL.GUIDAN
 def SAM(cfg, clip_backbone):  # noqa: N802
     """SAM image encoder (paper)."""
     return SAMGuidanceEncoder.from_config(cfg)
+
+
+@GUIDANCE_ENCODER_REGISTRY.register()
+def SAM2(cfg, clip_backbone):  # noqa: N802
+    """SAM 2 / SAM 2.1 Hiera trunk (Table 6); needs the optional sam2 package."""
+    return SAM2GuidanceEncoder.from_config(cfg)
 
 
 @GUIDANCE_ENCODER_REGISTRY.register()
@@ -44,9 +51,13 @@ def build_guidance_encoder(cfg, clip_backbone):
 __all__ = [
     "CLIPGuidance",
     "GUIDANCE_ENCODER_REGISTRY",
+    "SAM2GuidanceEncoder",
+    "SAM2_VARIANTS",
     "SAM_VARIANTS",
     "SAMGuidanceEncoder",
     "build_guidance_encoder",
+    "build_hiera_trunk",
     "build_sam_image_encoder",
+    "load_sam2_checkpoint",
     "load_sam_checkpoint",
 ]
