@@ -10,7 +10,7 @@ import os
 import time
 from collections import OrderedDict
 from contextlib import nullcontext
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 from torch.nn.parallel import DistributedDataParallel

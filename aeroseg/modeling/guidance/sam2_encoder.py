@@ -20,11 +20,11 @@ import os
 from typing import Dict, List, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ...utils.errors import CheckpointError, ConfigError, one_line
+from .base import ImageGuidanceEncoder, run_blocks_with_taps, validate_taps
 
 __all__ = ["SAM2_VARIANTS", "SAM2GuidanceEncoder", "build_hiera_trunk", "default_tap_blocks",
            "load_sam2_checkpoint"]
@@ -164,7 +164,9 @@ def load_sam2_checkpoint(trunk: nn.Module, path: str, variant: str = "") -> None
     trunk.load_state_dict(state, strict=True)
 
 
-class SAM2GuidanceEncoder(nn.Module):
+class SAM2GuidanceEncoder(ImageGuidanceEncoder):
+    encoder_attr = "trunk"
+
     """Frozen (by default) SAM 2 Hiera trunk returning the outputs of selected blocks.
 
     Args:
@@ -190,19 +192,12 @@ class SAM2GuidanceEncoder(nn.Module):
         pixel_std: Sequence[float] = (58.395, 57.12, 57.375),
         input_size: int = 1024,
     ):
-        super().__init__()
+        super().__init__(input_size=input_size, pixel_mean=pixel_mean, pixel_std=pixel_std, frozen=frozen)
         depth = len(trunk.blocks)
         if tap_blocks is None or len(tap_blocks) == 0:
             tap_blocks = default_tap_blocks(depth)
-        bad = [t for t in tap_blocks if not 1 <= int(t) <= depth]
-        if bad or len(set(tap_blocks)) != len(tap_blocks):
-            raise ConfigError(
-                f"MODEL.SAM2.TAP_BLOCKS={list(tap_blocks)}: expected distinct block numbers in 1..{depth}"
-            )
+        self.tap_blocks = validate_taps(tap_blocks, depth, "MODEL.SAM2.TAP_BLOCKS")
         self.trunk = trunk
-        self.tap_blocks = tuple(int(t) for t in tap_blocks)
-        self.frozen = bool(frozen)
-        self.input_size = int(input_size)
         # The tokens must tile by the first-stage window (positional embedding) and halve evenly
         # at every pooling stage.
         patch = int(trunk.patch_embed.proj.stride[0])
@@ -216,17 +211,7 @@ class SAM2GuidanceEncoder(nn.Module):
                 f"MODEL.SAM2.INPUT_SIZE={input_size} is not a positive multiple of {unit} (Hiera: patch "
                 f"stride {patch} x first window {trunk.window_spec[0]} and x total pooling {pooled})"
             )
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), False)
-        if self.frozen:
-            self.trunk.requires_grad_(False)
-            self.trunk.eval()
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.frozen:
-            self.trunk.eval()
-        return self
+        self._apply_freezing()
 
     @property
     def channels(self) -> List[int]:
@@ -245,27 +230,11 @@ class SAM2GuidanceEncoder(nn.Module):
             out.append(stride)
         return out
 
-    def preprocess(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
-        """(3, H, W) 0..255 RGB images -> normalized (B, 3, S, S), S = ``input_size``."""
-        size = (self.input_size, self.input_size)
-        x = torch.cat([
-            F.interpolate(img[None].float(), size=size, mode="bilinear", align_corners=False,
-                          antialias=img.shape[-1] > self.input_size)
-            for img in images
-        ]).to(self.pixel_mean.device)
-        return (x - self.pixel_mean) / self.pixel_std
-
     def forward(self, images: Sequence[torch.Tensor], clip_features=None) -> Dict[str, object]:
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+        with self.grad_context():
             x = self.trunk.patch_embed(self.preprocess(images))  # (B, S/4, S/4, C)
             x = x + self.trunk._get_pos_embed(x.shape[1:3])  # resized to the token grid by Hiera
-            wanted = set(self.tap_blocks)
-            by_block = {}
-            for i, block in enumerate(self.trunk.blocks[:max(self.tap_blocks)], start=1):
-                x = block(x)
-                if i in wanted:
-                    by_block[i] = x.permute(0, 3, 1, 2)
-            taps = [by_block[t] for t in self.tap_blocks]
+            taps = run_blocks_with_taps(self.trunk.blocks, x, self.tap_blocks)
         return {"taps": taps, "target": taps[-1]}
 
     @classmethod

@@ -13,6 +13,7 @@ from segment_anything.modeling import ImageEncoderViT
 from torch import nn
 
 from ...utils.errors import CheckpointError, ConfigError, one_line
+from .base import ImageGuidanceEncoder, run_blocks_with_taps, validate_taps
 
 __all__ = ["SAM_VARIANTS", "SAMGuidanceEncoder", "build_sam_image_encoder", "load_sam_checkpoint"]
 
@@ -120,7 +121,7 @@ def load_sam_checkpoint(encoder: ImageEncoderViT, path: str, variant: str) -> No
     encoder.load_state_dict(state, strict=True)
 
 
-class SAMGuidanceEncoder(nn.Module):
+class SAMGuidanceEncoder(ImageGuidanceEncoder):
     """Frozen (by default) SAM image encoder returning intermediate block outputs.
 
     Args:
@@ -145,32 +146,14 @@ class SAMGuidanceEncoder(nn.Module):
         pixel_mean: Sequence[float] = (123.675, 116.28, 103.53),
         pixel_std: Sequence[float] = (58.395, 57.12, 57.375),
     ):
-        super().__init__()
-        depth = len(encoder.blocks)
-        bad = [t for t in tap_layers if not 1 <= int(t) <= depth]
-        if bad or not tap_layers or len(set(tap_layers)) != len(tap_layers):
-            raise ConfigError(
-                f"MODEL.SAM.TAP_LAYERS={list(tap_layers)}: expected distinct block numbers in 1..{depth}"
-            )
+        super().__init__(input_size=encoder.img_size, pixel_mean=pixel_mean, pixel_std=pixel_std, frozen=frozen)
+        self.tap_layers = validate_taps(tap_layers, len(encoder.blocks), "MODEL.SAM.TAP_LAYERS")
         self.encoder = encoder
-        self.tap_layers = tuple(int(t) for t in tap_layers)
-        self.frozen = bool(frozen)
         self.use_neck = bool(use_neck)
         if not use_neck:
             # The neck's parameters would be unused (no gradient, DDP complains): drop it.
             self.encoder.neck = nn.Identity()
-        self.input_size = int(encoder.img_size)
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), False)
-        if self.frozen:
-            self.encoder.requires_grad_(False)
-            self.encoder.eval()
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.frozen:
-            self.encoder.eval()
-        return self
+        self._apply_freezing()
 
     @property
     def channels(self) -> List[int]:
@@ -181,29 +164,12 @@ class SAMGuidanceEncoder(nn.Module):
             chans[-1] = self.encoder.neck[0].out_channels
         return chans
 
-    def preprocess(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
-        size = (self.input_size, self.input_size)
-        x = torch.cat([
-            F.interpolate(img[None].float(), size=size, mode="bilinear", align_corners=False,
-                          antialias=img.shape[-1] > self.input_size)
-            for img in images
-        ]).to(self.pixel_mean.device)
-        return (x - self.pixel_mean) / self.pixel_std
-
     def forward(self, images: Sequence[torch.Tensor], clip_features=None) -> Dict[str, object]:
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+        with self.grad_context():
             x = self.encoder.patch_embed(self.preprocess(images))  # (B, Hs, Ws, C)
             if self.encoder.pos_embed is not None:
                 x = x + self.encoder.pos_embed
-            taps = []
-            last = max(self.tap_layers)
-            for i, block in enumerate(self.encoder.blocks[:last], start=1):
-                x = block(x)
-                if i in self.tap_layers:
-                    taps.append(x.permute(0, 3, 1, 2))
-            order = sorted(range(len(self.tap_layers)), key=lambda j: self.tap_layers[j])
-            by_layer = {self.tap_layers[j]: taps[k] for k, j in enumerate(order)}
-            taps = [by_layer[t] for t in self.tap_layers]
+            taps = run_blocks_with_taps(self.encoder.blocks, x, self.tap_layers)
             if self.use_neck:
                 taps[-1] = self.encoder.neck(taps[-1])
         return {"taps": taps, "target": taps[-1]}
