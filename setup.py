@@ -1,5 +1,7 @@
 from setuptools import find_packages, setup
 
+SAM2 = "sam2==1.1.0; python_version >= '3.10'"
+
 setup(
     name="aeroseg",
     version="0.1.0",
@@ -28,10 +30,11 @@ setup(
         "safetensors>=0.4",
     ],
     extras_require={
-        "dev": ["pytest>=7.0"],
         # SAM 2 / 2.1 guidance encoders (paper Table 6). Optional: sam2 needs Python >= 3.10 and
         # torch >= 2.5.1, and its iopath>=0.1.10 clashes with detectron2's iopath<0.1.10 pin.
-        "sam2": ["sam2==1.1.0; python_version >= '3.10'"],
+        "sam2": [SAM2],
+        # Development: the test suite, which also covers the SAM 2 code paths.
+        "dev": ["pytest>=7.0", SAM2],
     },
     classifiers=[
         "License :: OSI Approved :: Apache Software License",
