@@ -10,6 +10,7 @@ import torch
 from fvcore.common.checkpoint import Checkpointer
 
 from ..utils.errors import CheckpointError, one_line
+from .state_dict_io import describe_mismatch
 
 __all__ = ["AerOSegCheckpointer", "check_state_dict_compatible"]
 
@@ -21,27 +22,10 @@ def check_state_dict_compatible(
     ignore_prefixes: Iterable[str] = (),
 ) -> None:
     """Raise a one-line :class:`CheckpointError` unless ``file_state`` fits ``model_state``."""
-    ignore = tuple(ignore_prefixes)
-    keep = lambda k: not k.startswith(ignore) if ignore else True  # noqa: E731
-    missing = sorted(k for k in model_state if k not in file_state and keep(k))
-    unexpected = sorted(k for k in file_state if k not in model_state and keep(k))
-    wrong = sorted(k for k in file_state if k in model_state and keep(k)
-                   and tuple(file_state[k].shape) != tuple(model_state[k].shape))
-    if not (missing or unexpected or wrong):
-        return
-    parts = []
-    if wrong:
-        k = wrong[0]
-        parts.append(f"{len(wrong)} shape mismatches (e.g. {k}: file {tuple(file_state[k].shape)} vs "
-                     f"model {tuple(model_state[k].shape)})")
-    if missing:
-        parts.append(f"{len(missing)} keys missing from the file (e.g. {missing[0]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-    raise CheckpointError(
-        f"checkpoint {path} does not match the model built from this config: " + "; ".join(parts)
-        + " -- was it trained with a different config?"
-    )
+    problems = describe_mismatch(model_state, file_state, ignore_prefixes)
+    if problems:
+        raise CheckpointError(f"checkpoint {path} does not match the model built from this config: "
+                              f"{problems} -- was it trained with a different config?")
 
 
 class AerOSegCheckpointer(Checkpointer):

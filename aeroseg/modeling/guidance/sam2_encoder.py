@@ -16,13 +16,13 @@ YAMLs have the same trunk entries); only the weights (``MODEL.SAM2.CHECKPOINT``)
 ``sam2`` is an optional dependency: it is imported only when a trunk is built.
 """
 import math
-import os
 from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ...checkpoint.state_dict_io import describe_mismatch, read_state_dict
 from ...utils.errors import CheckpointError, ConfigError, one_line
 from .base import ImageGuidanceEncoder, run_blocks_with_taps, validate_taps
 
@@ -121,21 +121,7 @@ def load_sam2_checkpoint(trunk: nn.Module, path: str, variant: str = "") -> None
     Uses ``torch.load(weights_only=True)``; a missing file, unreadable file, missing/unexpected
     key or shape mismatch raises :class:`CheckpointError` with one line.
     """
-    if not os.path.isfile(path):
-        raise CheckpointError(f"SAM 2 checkpoint {path} does not exist (MODEL.SAM2.CHECKPOINT)")
-    try:
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            state = load_file(path, device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"SAM 2 checkpoint {path} could not be read: {one_line(exc, 200)}") from None
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"SAM 2 checkpoint {path} is not a state dict of tensors")
+    state = read_state_dict(path, "SAM 2 checkpoint", "MODEL.SAM2.CHECKPOINT")
     for prefix in ("image_encoder.trunk.", "trunk."):
         if any(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
@@ -147,20 +133,9 @@ def load_sam2_checkpoint(trunk: nn.Module, path: str, variant: str = "") -> None
             f"SAM 2 checkpoint {path} holds no Hiera trunk weights (expected 'image_encoder.trunk.*' keys "
             f"or a trunk state dict, found e.g. {sorted(state)[0]!r})"
         )
-    missing = sorted(set(target) - set(state))
-    unexpected = sorted(set(state) - set(target))
-    wrong = sorted(k for k in set(state) & set(target) if state[k].shape != target[k].shape)
-    if missing or unexpected or wrong:
-        details = []
-        if missing:
-            details.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-        if unexpected:
-            details.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-        if wrong:
-            k = wrong[0]
-            details.append(f"{len(wrong)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)} "
-                           f"vs model {tuple(target[k].shape)})")
-        raise CheckpointError(f"SAM 2 checkpoint {path} does not match {name}: " + "; ".join(details))
+    problems = describe_mismatch(target, state)
+    if problems:
+        raise CheckpointError(f"SAM 2 checkpoint {path} does not match {name}: {problems}")
     trunk.load_state_dict(state, strict=True)
 
 

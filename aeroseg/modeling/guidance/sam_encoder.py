@@ -4,7 +4,6 @@ Builds segment-anything's ``ImageEncoderViT`` and returns the outputs of selecte
 (paper: after blocks 8, 16 and 24 of SAM ViT-L, called F1, F2, F3).
 """
 import logging
-import os
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -12,7 +11,8 @@ import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT
 from torch import nn
 
-from ...utils.errors import CheckpointError, ConfigError, one_line
+from ...checkpoint.state_dict_io import describe_mismatch, read_state_dict
+from ...utils.errors import CheckpointError, ConfigError
 from .base import ImageGuidanceEncoder, run_blocks_with_taps, validate_taps
 
 __all__ = ["SAM_VARIANTS", "SAMGuidanceEncoder", "build_sam_image_encoder", "load_sam_checkpoint"]
@@ -49,14 +49,13 @@ def build_sam_image_encoder(variant: str, input_size: int, overrides: Optional[d
     )
 
 
-def _resize_sam_state_dict(state: Dict[str, torch.Tensor], encoder: ImageEncoderViT) -> Dict[str, torch.Tensor]:
-    """Resize absolute and relative position embeddings to ``encoder``'s input size.
+def _resize_sam_state_dict(state: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Resize absolute and relative position embeddings to the shapes of ``target`` (the encoder's).
 
     SAM checkpoints are for 1024x1024 inputs (64x64 tokens). For another input size the absolute
     embedding (1, 64, 64, C) is resized bicubically and the relative-position tables of the
     global-attention blocks (2*64-1, C_head) linearly, as ViTDet / SAM do for other resolutions.
     """
-    target = encoder.state_dict()
     out = dict(state)
     for key, value in state.items():
         if key not in target or target[key].shape == value.shape:
@@ -80,44 +79,17 @@ def load_sam_checkpoint(encoder: ImageEncoderViT, path: str, variant: str) -> No
     Uses ``torch.load(weights_only=True)``; any missing file, unreadable file, missing/unexpected
     key or shape that cannot be resized raises :class:`CheckpointError` with one line.
     """
-    if not os.path.isfile(path):
-        raise CheckpointError(f"SAM checkpoint {path} does not exist (MODEL.SAM.CHECKPOINT)")
-    try:
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            state = load_file(path, device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"SAM checkpoint {path} could not be read: {one_line(exc, 200)}") from None
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"SAM checkpoint {path} is not a state dict of tensors")
+    state = read_state_dict(path, "SAM checkpoint", "MODEL.SAM.CHECKPOINT")
     prefix = "image_encoder."
     if any(k.startswith(prefix) for k in state):
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     target = encoder.state_dict()
     if not any(k.startswith("neck.") for k in target):  # neck unused (MODEL.SAM.USE_NECK False)
         state = {k: v for k, v in state.items() if not k.startswith("neck.")}
-    state = _resize_sam_state_dict(state, encoder)
-    missing = sorted(set(target) - set(state))
-    unexpected = sorted(set(state) - set(target))
-    wrong = sorted(k for k in set(state) & set(target) if state[k].shape != target[k].shape)
-    if missing or unexpected or wrong:
-        details = []
-        if missing:
-            details.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-        if unexpected:
-            details.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-        if wrong:
-            k = wrong[0]
-            details.append(f"{len(wrong)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)} "
-                           f"vs model {tuple(target[k].shape)})")
-        raise CheckpointError(
-            f"SAM checkpoint {path} does not match the SAM image encoder {variant!r}: " + "; ".join(details)
-        )
+    state = _resize_sam_state_dict(state, target)
+    problems = describe_mismatch(target, state)
+    if problems:
+        raise CheckpointError(f"SAM checkpoint {path} does not match the SAM image encoder {variant!r}: {problems}")
     encoder.load_state_dict(state, strict=True)
 
 
