@@ -173,3 +173,49 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     assert _run(tmp_path / "half", *opts, "SOLVER.IMS_PER_BATCH", "2") == 0
     half = _final_state(tmp_path / "half")
     assert max((half[k] - one[k]).abs().max().item() for k in one if one[k].is_floating_point()) > 2e-3
+
+
+@pytest.mark.parametrize("name,expected_mid", [("WarmupPolyLR", 1e-3 * 0.5 ** 0.9), ("WarmupMultiStepLR", 1e-4),
+                                               ("WarmupConstantLR", 1e-3)])
+def test_other_schedules(name, expected_mid):
+    cfg = tiny_cfg("SOLVER.LR_SCHEDULER_NAME", name, "SOLVER.BASE_LR", "0.001", "SOLVER.MAX_ITER", "100",
+                   "SOLVER.STEPS", "(40,)", "SOLVER.GAMMA", "0.1")
+    opt = build_optimizer(cfg, build_tiny())
+    sched = build_lr_scheduler(cfg, opt)
+    head = max(range(len(opt.param_groups)), key=lambda i: opt.param_groups[i]["lr"])
+    for _ in range(50):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[head]["lr"] == pytest.approx(expected_mid)
+
+
+@pytest.mark.parametrize("clip_type", ["value", "norm", "full_model"])
+def test_gradient_clipping(clip_type):
+    cfg = tiny_cfg("SOLVER.CLIP_GRADIENTS.ENABLED", "True", "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", clip_type,
+                   "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "0.01", "MODEL.DEVICE", "cpu")
+    trainer = Trainer.__new__(Trainer)  # only the clipping logic: no datasets needed
+    trainer.cfg = cfg
+    trainer.model = build_tiny()
+    trainer.optimizer = build_optimizer(cfg, trainer.model)
+    trainer.grad_scaler = torch.amp.GradScaler("cpu", enabled=False)
+    trainer.model.train()
+    from conftest import random_batch
+
+    sum(trainer.model(random_batch()).values()).backward()
+    params = [p for g in trainer.optimizer.param_groups for p in g["params"] if p.grad is not None]
+    assert torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])) > 0.01
+    trainer._clip_gradients()
+    if clip_type == "value":
+        assert max(p.grad.abs().max().item() for p in params) <= 0.01 + 1e-9
+    elif clip_type == "norm":
+        assert max(p.grad.norm().item() for p in params) <= 0.01 + 1e-6
+    else:
+        assert torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])).item() <= 0.01 + 1e-6
+
+
+def test_bf16_mixed_precision_run(tmp_path):
+    assert _run(tmp_path / "amp", "SOLVER.MAX_ITER", "2", "DATASETS.TEST", "()", "SOLVER.AMP.ENABLED", "True") == 0
+    records = [json.loads(line) for line in (tmp_path / "amp" / "metrics.json").read_text().splitlines()]
+    assert all(math.isfinite(r["total_loss"]) for r in records if "total_loss" in r)
+    state = _final_state(tmp_path / "amp")
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())  # master weights stay fp32

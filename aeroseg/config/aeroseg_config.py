@@ -47,6 +47,7 @@ def add_aeroseg_config(cfg: CfgNode) -> None:
     cfg.SOLVER.CLIP_MULTIPLIER = 0.01  # lr of CLIP's trainable params = BASE_LR x this (2e-6 / 2e-4)
     cfg.SOLVER.GUIDANCE_MULTIPLIER = 0.1  # lr of the guidance encoder when it is fine-tuned (Table 4: 2e-5)
     cfg.SOLVER.OPTIMIZER = "ADAMW"  # the paper trains with AdamW
+    cfg.SOLVER.POLY_LR_POWER = 0.9  # exponent of SOLVER.LR_SCHEDULER_NAME "WarmupPolyLR"
     cfg.INPUT.RANDOM_ROTATE_90 = False  # training augmentation: rotate by a random multiple of 90 degrees
     # Extra datasets: [{NAME, ROOT, CLASSES, UNSEEN}] registered as NAME_train / NAME_val (see README).
     cfg.DATASETS.CUSTOM = []

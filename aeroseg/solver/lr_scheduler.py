@@ -25,7 +25,7 @@ def build_param_scheduler(cfg) -> ParamScheduler:
         end = s.BASE_LR_END / s.BASE_LR if s.BASE_LR > 0 else 0.0
         main = CosineParamScheduler(1.0, end)
     elif name == "WarmupPolyLR":
-        main = PolynomialDecayParamScheduler(1.0, getattr(s, "POLY_LR_POWER", 0.9))
+        main = PolynomialDecayParamScheduler(1.0, s.POLY_LR_POWER)
     elif name == "WarmupMultiStepLR":
         steps = [x for x in s.STEPS if x <= s.MAX_ITER]
         main = MultiStepParamScheduler([s.GAMMA ** k for k in range(len(steps) + 1)],
