@@ -1,4 +1,5 @@
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,10 @@ from aeroseg.config import get_cfg
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "configs" / "demo" / "tiny_cpu.yaml"
 BASE_CONFIG = REPO / "configs" / "Base-AerOSeg.yaml"
+# Real raw-dataset sample files (iSAID PNGs, an OpenEarthMap GeoTIFF). Their licences keep them out
+# of the repository: $AEROSEG_SAMPLES names the folder, default ../shared/data/samples next to the
+# checkout. Tests that need them call require_samples(), which skips with the reason when absent.
+SAMPLES = Path(os.environ.get("AEROSEG_SAMPLES", REPO.parent / "shared" / "data" / "samples")).resolve()
 
 # open_clip warns about random initialisation on every tiny build; that is intended here.
 logging.getLogger().setLevel(logging.ERROR)
@@ -22,6 +27,15 @@ def tiny_cfg(*opts, with_datasets: bool = False):
         cfg.merge_from_list(["DATASETS.TRAIN", "()", "DATASETS.TEST", "()"])
     cfg.merge_from_list(list(opts))
     return cfg
+
+
+def require_samples(*parts: str) -> Path:
+    """``SAMPLES/parts...``, or skip the calling test saying where the samples were looked for."""
+    path = SAMPLES.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real dataset samples not found at {path}: set AEROSEG_SAMPLES to the folder "
+                    f"holding isaid/ and openearthmap/ (they live outside the repository)")
+    return path
 
 
 def build_tiny(*opts, seed: int = 0):
