@@ -125,7 +125,7 @@ def test_oem_class_order_and_values(tmp_path):
     raw = np.arange(9, dtype=np.uint8).reshape(1, 9)
     path = tmp_path / "label.tif"
     with rasterio.open(path, "w", driver="GTiff", width=9, height=1, count=1, dtype="uint8",
-                       transform=rasterio.transform.from_origin(0, 1, 1, 1), crs="EPSG:32632") as ds:
+                       transform=rasterio.Affine(1, 0, 0, 0, -1, 1), crs="EPSG:32632") as ds:
         ds.write(raw, 1)
     assert prepare_oem.read_geotiff_label(path).tolist() == [[255, 0, 1, 2, 3, 4, 5, 6, 7]]
 
