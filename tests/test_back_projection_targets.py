@@ -76,7 +76,8 @@ def test_sam_target_is_the_last_tap_resized_to_the_token_grid(monkeypatch):
     cfg = tiny_cfg()
     encoder = model.guidance_encoder.encoder
     with torch.no_grad():
-        x = encoder.patch_embed(_normalized(batch, cfg.MODEL.SAM.PIXEL_MEAN, cfg.MODEL.SAM.PIXEL_STD)) + encoder.pos_embed
+        sam_input = _normalized(batch, cfg.MODEL.SAM.PIXEL_MEAN, cfg.MODEL.SAM.PIXEL_STD)
+        x = encoder.patch_embed(sam_input) + encoder.pos_embed
         outputs = []
         for block in encoder.blocks:
             x = block(x)

@@ -13,7 +13,6 @@ same schedule multiplier f(i). With W = WARMUP_ITERS, M = MAX_ITER, w = WARMUP_F
 import math
 
 import pytest
-import torch
 from torch import nn
 
 from aeroseg.checkpoint import AerOSegCheckpointer
@@ -131,7 +130,8 @@ def test_group_learning_rates_continue_the_curve_after_a_resume(tmp_path, schedu
     for i in range(17):
         optimizer.step()
         scheduler.step()
-    AerOSegCheckpointer(model, str(tmp_path), optimizer=optimizer, scheduler=scheduler).save("model_0000016", iteration=16)
+    saver = AerOSegCheckpointer(model, str(tmp_path), optimizer=optimizer, scheduler=scheduler)
+    saver.save("model_0000016", iteration=16)
 
     model2 = _ThreePartModel()
     optimizer2 = build_optimizer(cfg, model2)

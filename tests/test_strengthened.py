@@ -89,8 +89,8 @@ def test_training_labels_are_the_raw_labels_with_unseen_classes_hidden(tmp_path)
         # dataset index -> training index: building 0, road 1, tree 2, water -, low vegetation 3, car -
         table = np.full(256, 255, dtype=np.int64)
         table[[0, 1, 2, 4]] = [0, 1, 2, 3]
-        cfg = tiny_cfg("DATASETS.TRAIN", f"('{train}',)", "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.CROP.ENABLED", "False",
-                       "INPUT.RANDOM_FLIP", "none", "INPUT.RANDOM_ROTATE_90", "False")
+        cfg = tiny_cfg("DATASETS.TRAIN", f"('{train}',)", "INPUT.MIN_SIZE_TRAIN", "(64,)",
+                       "INPUT.CROP.ENABLED", "False", "INPUT.RANDOM_FLIP", "none", "INPUT.RANDOM_ROTATE_90", "False")
         mapper = SemSegDatasetMapper(cfg, is_train=True)
         raw_values, out_values = set(), set()
         for record in DatasetCatalog.get(train):
