@@ -145,3 +145,29 @@ def test_paper_numbers_are_in_their_table_row():
             columns = list(table.datasets) + (["avg"] if table.average else [])
             expected = [f"{v:.2f}" for d in columns for v in row.paper[d]]
             assert _row_numbers(matches[-1]) == expected, f"Table {key} {row.name}: {matches[-1]!r}"
+
+
+# ----------------------------------------------------------------------------- config wiring
+def test_every_head_key_reaches_its_module():
+    """from_config maps each MODEL.AEROSEG key to the right argument. The tiny config gives many
+    keys equal values (heads 2 and 2, guidance dims 16 and 16), so swapped keys would pass
+    unnoticed there; here every key has its own value and each is read back from the module."""
+    model = build_tiny(
+        "MODEL.AEROSEG.FEATURE_DIM", "24", "MODEL.AEROSEG.CORRELATION_KERNEL", "5",
+        "MODEL.AEROSEG.NUM_REFINEMENT_BLOCKS", "1", "MODEL.AEROSEG.SPATIAL_GUIDANCE_DIM", "12",
+        "MODEL.AEROSEG.TEXT_GUIDANCE_DIM", "20", "MODEL.AEROSEG.SPATIAL_NUM_HEADS", "3",
+        "MODEL.AEROSEG.CLASS_NUM_HEADS", "4", "MODEL.AEROSEG.WINDOW_SIZE", "2", "MODEL.AEROSEG.MLP_RATIO", "3.0",
+        "MODEL.AEROSEG.DECODER_DIMS", "[12, 6]", "MODEL.AEROSEG.DECODER_GUIDANCE_DIMS", "[10, 4]",
+        "MODEL.AEROSEG.BACK_PROJECTION_HIDDEN_DIM", "40", "MODEL.AEROSEG.BCE_WEIGHT", "0.7",
+        "MODEL.AEROSEG.SEM_WEIGHT", "0.3", "MODEL.SEM_SEG_HEAD.IGNORE_VALUE", "254")
+    assert model.correlation_embed.conv.out_channels == 24 and model.correlation_embed.conv.kernel_size == (5, 5)
+    assert len(model.refinement) == 1
+    assert model.spatial_guidance_proj[0].out_channels == 12 and model.text_guidance_proj[0].out_features == 20
+    spatial, classes = model.refinement[0].spatial.blocks[0], model.refinement[0].classes
+    assert spatial.attn.num_heads == 3 and spatial.window_size == 2 and spatial.attn.qk.in_features == 24 + 12
+    assert spatial.mlp[0].out_features == 72
+    assert classes.attn.num_heads == 4 and classes.attn.qk.in_features == 24 + 20
+    assert [s.upsample.out_channels for s in model.decoder.stages] == [12, 6]
+    assert [s.guidance_proj[0].out_channels for s in model.decoder.stages] == [10, 4]
+    assert model.back_projection.mlp[0].in_features == 6 * 24 and model.back_projection.mlp[0].out_features == 40
+    assert (model.bce_weight, model.sem_weight, model.ignore_value) == (0.7, 0.3, 254)
