@@ -1,6 +1,11 @@
 from setuptools import find_packages, setup
 
 SAM2 = "sam2==1.1.0; python_version >= '3.10'"
+# Console scripts (tests/test_packaging.py checks that each target exists and answers --help).
+ENTRY_POINTS = [
+    "aeroseg-train = aeroseg.tools.train_net:run",
+    "aeroseg-predict = aeroseg.inference.cli:main",
+]
 
 setup(
     name="aeroseg",
@@ -11,7 +16,13 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.9",
-    packages=find_packages(include=["aeroseg", "aeroseg.*"]),
+    # configs/ and tools/ stay at the top of a checkout and are installed inside the package:
+    # configs as aeroseg.model_zoo.configs (aeroseg.model_zoo.get_config_file), the command-line
+    # tools as aeroseg.tools (console scripts below; `python -m aeroseg.tools.train_net` works too).
+    packages=find_packages(include=["aeroseg", "aeroseg.*"]) + ["aeroseg.model_zoo.configs", "aeroseg.tools"],
+    package_dir={"aeroseg.model_zoo.configs": "configs", "aeroseg.tools": "tools"},
+    package_data={"aeroseg.model_zoo.configs": ["*.yaml", "*/*.yaml", "*/*/*.yaml", "*/*/*/*.yaml"]},
+    entry_points={"console_scripts": ENTRY_POINTS},
     install_requires=[
         "torch>=2.1",
         "rasterio>=1.3",

@@ -14,7 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if (Path(__file__).resolve().parents[1] / "aeroseg").is_dir():  # a checkout (not the installed aeroseg.tools)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aeroseg.checkpoint import AerOSegCheckpointer  # noqa: E402
 from aeroseg.config import get_cfg  # noqa: E402

@@ -1,4 +1,5 @@
 """Reading weight files safely and describing how a state dict misses a model, in one line."""
+import hashlib
 import os
 from typing import Dict, Iterable, Optional
 
@@ -6,7 +7,46 @@ import torch
 
 from ..utils.errors import CheckpointError, one_line
 
-__all__ = ["read_state_dict", "describe_mismatch"]
+__all__ = ["read_state_dict", "describe_mismatch", "verify_checksum", "KNOWN_SHA256", "SKIP_CHECKSUM_ENV"]
+
+# Third-party weight files whose SHA-256 the publisher states, keyed by the published file name
+# (MODEL_ZOO.md lists every file, where each checksum comes from, and which have none). OpenAI
+# publishes its CLIP checksums as a folder of the download address (its clip.load verifies them).
+KNOWN_SHA256 = {
+    "ViT-B-16.pt": "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f",
+    "ViT-L-14.pt": "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836",
+}
+# Set to 1 to load a listed file whose checksum differs (e.g. a deliberately modified copy).
+SKIP_CHECKSUM_ENV = "AEROSEG_SKIP_CHECKSUM"
+_verified: Dict[tuple, str] = {}  # (path, size, mtime) -> sha256: each file is hashed once per process
+
+
+def verify_checksum(path: str, what: str, table: Optional[Dict[str, str]] = None) -> Optional[str]:
+    """Check ``path`` against the published SHA-256 of its file name, if one is known.
+
+    Returns the verified digest, or None when the name is not in ``table`` (default
+    :data:`KNOWN_SHA256`) or ``$AEROSEG_SKIP_CHECKSUM`` is 1. A mismatch is a one-line
+    :class:`CheckpointError` (a truncated or different download).
+    """
+    table = KNOWN_SHA256 if table is None else table
+    expected = table.get(os.path.basename(path))
+    if expected is None or os.environ.get(SKIP_CHECKSUM_ENV, "") == "1":
+        return None
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _verified:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        _verified[key] = digest.hexdigest()
+    actual = _verified[key]
+    if actual != expected.lower():
+        raise CheckpointError(
+            f"{what} {path}: SHA-256 {actual[:16]}... differs from the published {expected[:16]}... of "
+            f"{os.path.basename(path)} (a truncated or different file: download it again, or set "
+            f"{SKIP_CHECKSUM_ENV}=1 to load it anyway)")
+    return actual
 
 
 def read_state_dict(path: str, what: str, config_key: str = "") -> Dict[str, torch.Tensor]:
@@ -18,6 +58,7 @@ def read_state_dict(path: str, what: str, config_key: str = "") -> Dict[str, tor
     if not os.path.isfile(path):
         where = f" ({config_key})" if config_key else ""
         raise CheckpointError(f"{what} {path} does not exist{where}")
+    verify_checksum(path, what)
     try:
         if path.endswith(".safetensors"):
             from safetensors.torch import load_file

@@ -64,8 +64,13 @@ def overlay_with_legend(image: np.ndarray, labels: np.ndarray, palette: np.ndarr
         raise ValueError(f"image {image.shape[:2]} and labels {labels.shape} differ in size")
     blended = (image.astype(np.float32) * (1 - alpha) + palette[labels].astype(np.float32) * alpha)
     blended = Image.fromarray(np.clip(blended + 0.5, 0, 255).astype(np.uint8))
-    font = ImageFont.load_default()
-    pad, swatch = 6, 14
+    # legend text about 1/50 of the picture's height (at least 11 px), so it stays readable
+    size = max(11, blended.height // 50)
+    try:
+        font = ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow < 10.1 or without FreeType: the fixed bitmap font
+        font = ImageFont.load_default()
+    pad, swatch = size // 2, size
     line = max(swatch, font.getbbox("Ag")[3]) + 4
     text_w = max(int(font.getlength(n)) for n in names)
     legend_w = pad * 3 + swatch + text_w

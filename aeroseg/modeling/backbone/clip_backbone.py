@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...checkpoint.state_dict_io import verify_checksum
 from ...utils.errors import CheckpointError, ConfigError, one_line
 from .qv_finetune import split_qkv_for_finetuning
 from .rotation import multi_rotation_features, rotation_steps
@@ -108,6 +109,7 @@ def load_clip_checkpoint(model: nn.Module, path: str, arch: str) -> None:
     """Load a local open_clip / OpenAI-format checkpoint strictly, with one-line errors."""
     if not os.path.isfile(path):
         raise CheckpointError(f"CLIP checkpoint {path} does not exist (MODEL.CLIP.PRETRAINED)")
+    verify_checksum(path, "CLIP checkpoint")  # published SHA-256 of OpenAI's files
     try:
         open_clip.load_checkpoint(model, path, strict=True, weights_only=True, device="cpu")
     except Exception as exc:
