@@ -90,9 +90,10 @@ def test_png_outputs_overlay_and_legend(tmp_path):
     palette = class_palette(["building", "road", "swimming pool"])
     np.testing.assert_array_equal(np.asarray(Image.open(out / "scene_color.png")), palette[labels])
     overlay = np.asarray(Image.open(out / "scene_overlay.png").convert("RGB"))
-    assert overlay.shape[0] == 70 and overlay.shape[1] > 90 + 40  # image + legend strip
-    np.testing.assert_array_equal(overlay[:, :90], palette[labels])  # alpha 1: the mask only
-    legend = overlay[:, 90:].reshape(-1, 3)
+    # a small scene is enlarged by a whole factor (70 x 90 -> 140 x 180) so that the legend fits
+    assert overlay.shape[0] == 140 and overlay.shape[1] > 180 + 40  # image + legend strip
+    np.testing.assert_array_equal(overlay[:, :180], palette[labels].repeat(2, 0).repeat(2, 1))  # alpha 1: mask only
+    legend = overlay[:, 180:].reshape(-1, 3)
     for colour in palette:  # every class has its swatch, even where absent from the mask
         assert (legend == colour).all(1).sum() >= 100
 

@@ -60,7 +60,7 @@ class SceneReader:
                 self.height, self.width = self._src.height, self._src.width
                 self._stretch = None
                 if self._src.dtypes[0] != "uint8":
-                    sample = self._read_decimated(*preview_size(self.height, self.width, 1024)).astype(np.float32)
+                    sample = self._read_decimated(*preview_size(self.height, self.width, 1024, 1)).astype(np.float32)
                     lo = np.percentile(sample, 2, axis=(1, 2), keepdims=True)
                     hi = np.percentile(sample, 98, axis=(1, 2), keepdims=True)
                     self._stretch = (lo, np.maximum(hi - lo, 1e-6))
@@ -102,7 +102,9 @@ class SceneReader:
         h, w = preview_size(self.height, self.width, max_side)
         if self._rgb is not None:
             img = Image.fromarray(self._rgb.transpose(1, 2, 0))
-            return np.asarray(img if (h, w) == (self.height, self.width) else img.resize((w, h), Image.BILINEAR))
+            if (h, w) == (self.height, self.width):
+                return np.asarray(img)
+            return np.asarray(img.resize((w, h), Image.BILINEAR if h < self.height else Image.NEAREST))
         return self._to_uint8(self._read_decimated(h, w)).transpose(1, 2, 0)
 
     def close(self) -> None:

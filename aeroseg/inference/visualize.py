@@ -50,9 +50,14 @@ def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     return palette[labels]
 
 
-def preview_size(height: int, width: int, max_side: int):
-    """(h, w) at most ``max_side`` on the longer side, aspect kept (never upsampled)."""
-    scale = min(1.0, max_side / max(height, width))
+def preview_size(height: int, width: int, max_side: int, min_side: int = 256):
+    """(h, w) of a preview: the longer side at most ``max_side`` (huge scenes are downsampled),
+    small scenes enlarged by a whole factor to about ``min_side`` (so the legend fits); aspect kept."""
+    longest = max(height, width)
+    if longest > max_side:
+        scale = max_side / longest
+    else:
+        scale = float(max(1, min_side // longest))
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
