@@ -37,6 +37,13 @@ def test_a_changed_file_is_refused_with_one_line(weights, monkeypatch):
     assert verify_checksum(str(weights), "SAM checkpoint") is None
 
 
+def test_the_whole_digest_is_compared(weights, monkeypatch):
+    true = KNOWN_SHA256[weights.name]
+    monkeypatch.setitem(KNOWN_SHA256, weights.name, true[:-1] + ("0" if true[-1] != "0" else "1"))
+    with pytest.raises(CheckpointError, match="differs from the published"):
+        verify_checksum(str(weights), "SAM checkpoint")
+
+
 def test_unlisted_files_are_not_hashed(tmp_path):
     path = tmp_path / "my_own_weights.pth"
     torch.save({"w": torch.zeros(2)}, path)
