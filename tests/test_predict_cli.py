@@ -208,3 +208,13 @@ def test_real_openearthmap_geotiff_streams_with_its_georeferencing(tmp_path):
         image = src.read().astype(np.float32) / 255
         np.testing.assert_array_equal(out.read(1), (image[2] > image[0] * image[1]).astype(np.uint8))
     assert Image.open(tmp_path / "koeln_overlay.png").height == 300  # 1000 x 1000 -> 300 x 300 + legend
+
+
+def test_config_errors_are_one_line(tmp_path, capsys):
+    png = _png(tmp_path / "x.png")
+    assert predict.main(["--config-file", str(tmp_path / "none.yaml"), "--input", str(png), "--output",
+                         str(tmp_path / "o"), "--classes", "a"]) == 2
+    assert "config file" in capsys.readouterr().err
+    assert predict.main(_args([png], tmp_path / "o", "MODEL.NO_SUCH_KEY", "1")) == 2
+    err = capsys.readouterr().err
+    assert "tiny_cpu.yaml" in err and "NO_SUCH_KEY" in err and err.count("\n") == 1

@@ -155,9 +155,14 @@ def main(argv=None) -> int:
                     continue
                 # outputs without a class file: an interrupted input, redone
             todo.append((f, stem))
-        predictor = SlidingWindowPredictor.from_config(
-            args.config_file, opts=args.opts or [], overlap=args.overlap, batch_size=args.batch_size,
-            blend=args.blend, **({"tile": args.tile} if args.tile else {}))
+        if not os.path.isfile(args.config_file):
+            raise PredictError(f"config file {args.config_file} does not exist")
+        try:
+            predictor = SlidingWindowPredictor.from_config(
+                args.config_file, opts=args.opts or [], overlap=args.overlap, batch_size=args.batch_size,
+                blend=args.blend, **({"tile": args.tile} if args.tile else {}))
+        except (KeyError, AssertionError) as exc:  # unknown key / odd override list from the config system
+            raise PredictError(f"{args.config_file}: {one_line(str(exc).strip(chr(34)).strip(chr(39)))}") from None
         if classes is not None:
             predictor.set_classes(classes)
         elif not predictor.model.vocabulary:
@@ -166,9 +171,8 @@ def main(argv=None) -> int:
             logger.info("no --classes: segmenting the config's vocabulary %s", list(predictor.model.vocabulary))
         out_dir.mkdir(parents=True, exist_ok=True)
         return _run(predictor, todo, out_dir, args)
-    except (AerOSegError, ValueError, KeyError, AssertionError) as exc:
-        where = f"{args.config_file}: " if isinstance(exc, (KeyError, AssertionError)) else ""
-        print(f"error: {where}{one_line(str(exc).strip(chr(34)).strip(chr(39)))}", file=sys.stderr)
+    except (AerOSegError, ValueError) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:  # e.g. a read-only or full output folder
         print(f"error: {one_line(exc)}", file=sys.stderr)

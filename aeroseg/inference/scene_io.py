@@ -163,6 +163,8 @@ def segment_scene(predictor: SlidingWindowPredictor, path, out_dir, stem: str, *
         raise ValueError(f"scores_dtype={scores_dtype!r}: expected one of {', '.join(SCORE_DTYPES)}")
     out_dir = Path(out_dir)
     names = predictor.class_names
+    if len(names) > 256:
+        raise ValueError(f"{len(names)} classes: label maps are uint8, at most 256 classes")
     palette = class_palette(names)
     start = time.perf_counter()
     with SceneReader(path) as reader:
