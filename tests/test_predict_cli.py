@@ -144,6 +144,9 @@ def test_each_output_keeps_its_own_class_list(tmp_path, capsys):
     before = (out / "one_classes.json").read_bytes()
     assert predict.main(_args([tmp_path / "one.png"], out, "--skip-existing", classes="car")) == 2
     assert "one.png was segmented into other classes" in capsys.readouterr().err
+    # the same without --classes: the config's vocabulary is not water, tree either
+    assert predict.main(_args([tmp_path / "one.png"], out, "--skip-existing", classes=None)) == 2
+    assert "one.png was segmented into other classes" in capsys.readouterr().err
     assert (out / "one_classes.json").read_bytes() == before
 
 

@@ -137,6 +137,7 @@ def main(argv=None) -> int:
         inputs = collect_inputs(args.input)
         stems = unique_stems(inputs)
         out_dir = Path(args.output)
+        finished = []  # (input, stem, class file) of inputs a previous run completed
         todo = []
         for f, stem in zip(inputs, stems):
             paths = output_paths(out_dir, stem, is_geotiff(f), args.save_scores)
@@ -146,12 +147,7 @@ def main(argv=None) -> int:
                     raise PredictError(f"{existing[0]} exists (use --overwrite to replace it, "
                                        "--skip-existing to keep finished inputs)")
                 if paths["classes"].exists():
-                    done = _done_with(paths["classes"])
-                    wanted = classes.groups if classes is not None else None
-                    if wanted is not None and done != wanted:
-                        raise PredictError(f"{paths['classes']}: {f} was segmented into other classes "
-                                           f"({done}); use another --output or --overwrite")
-                    logger.info("%s: done already (%s), skipped", f, paths["classes"].name)
+                    finished.append((f, paths["classes"]))
                     continue
                 # outputs without a class file: an interrupted input, redone
             todo.append((f, stem))
@@ -169,6 +165,13 @@ def main(argv=None) -> int:
             raise PredictError("no class names: pass --classes or --classes-file")
         else:
             logger.info("no --classes: segmenting the config's vocabulary %s", list(predictor.model.vocabulary))
+        wanted = classes.groups if classes is not None else [[n] for n in predictor.class_names]
+        for f, class_file in finished:  # a finished input is kept only if it has the same classes
+            done = _done_with(class_file)
+            if done != wanted:
+                raise PredictError(f"{class_file}: {f} was segmented into other classes ({done}); "
+                                   "use another --output or --overwrite")
+            logger.info("%s: done already (%s), skipped", f, class_file.name)
         out_dir.mkdir(parents=True, exist_ok=True)
         return _run(predictor, todo, out_dir, args)
     except (AerOSegError, ValueError) as exc:
