@@ -221,3 +221,20 @@ def test_streamed_file_equals_the_in_memory_path(tmp_path):
         np.testing.assert_array_equal(src.read(1), in_memory.argmax(0))
     with rasterio.open(tmp_path / "s_scores.tif") as src:
         np.testing.assert_array_equal(src.read(), in_memory)
+
+
+def test_from_config_loads_the_weights_and_uses_the_training_crop(tmp_path):
+    from conftest import TINY_CONFIG, build_tiny
+
+    trained = build_tiny(seed=1)
+    path = tmp_path / "model_final.pth"
+    torch.save({"model": trained.state_dict()}, path)
+    opts = ["DATASETS.TRAIN", "()", "DATASETS.TEST", "()"]
+    predictor = SlidingWindowPredictor.from_config(str(TINY_CONFIG), str(path), opts=opts)
+    assert predictor.tile == 64  # INPUT.CROP.SIZE of the tiny config
+    for name, value in trained.state_dict().items():
+        torch.testing.assert_close(predictor.model.state_dict()[name], value, msg=name)
+    image = torch.randint(0, 256, (3, 80, 100), dtype=torch.uint8)
+    scores = predictor(image, classes=["building|roof", "road"])
+    assert scores.shape == (2, 80, 100) and predictor.class_names == ["building", "road"]
+    assert 0 <= scores.min() and scores.max() <= 1

@@ -10,7 +10,7 @@ from pathlib import Path
 if (Path(__file__).resolve().parents[1] / "aeroseg").is_dir():  # a checkout: use its package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aeroseg.inference.cli import collect_inputs, main, unique_stems  # noqa: E402,F401
+from aeroseg.inference.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

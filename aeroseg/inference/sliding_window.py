@@ -105,7 +105,10 @@ class SlidingWindowPredictor:
         else:
             # the back-projection only serves the training loss of the training vocabulary
             AerOSegCheckpointer(model, ignore_prefixes=("back_projection.",)).load(weights, checkpointables=[])
-        kwargs.setdefault("tile", max(cfg.INPUT.CROP.SIZE))
+        # windows of the training crop (absolute sizes), else of the test size
+        crop = [float(v) for v in cfg.INPUT.CROP.SIZE]
+        kwargs.setdefault("tile", int(max(crop)) if cfg.INPUT.CROP.ENABLED and min(crop) > 1 else
+                          int(cfg.INPUT.MIN_SIZE_TEST))
         return cls(model, **kwargs)
 
     def set_classes(self, classes: Union[ClassNames, Sequence[Union[str, Sequence[str]]]]) -> ClassNames:
