@@ -18,7 +18,11 @@ This module holds what they share:
   ``<file>: <problem>`` message printed as ``error: ...`` with exit code 2;
 * the worker pool with a tqdm progress bar and ``--skip-bad`` handling
   (:func:`run_jobs`), and the end-of-run :class:`Summary`;
-* :func:`run_cli`, the ``main()`` skeleton every script uses.
+* :func:`run_cli`, the ``main()`` skeleton every script uses;
+* the output manifest (:func:`begin_output`, :func:`finish_output`): ``OUT/manifest.json`` lists
+  the split, seed, source, options and files of the run and is written last, atomically, so a
+  folder without it is incomplete; a re-run with other settings is refused (``--overwrite``
+  rebuilds the folder) so train and val never mix files of two runs.
 
 It is a private helper of the scripts (hence the leading underscore) and is
 imported by putting this folder on ``sys.path``. The class lists come from the installed
@@ -57,6 +61,13 @@ SPLITS = ("train", "val")
 
 # Class orders, the iSAID palette and the unseen splits live in the package (one source of
 # truth shared with dataset registration); the scripts need `pip install -e .` first.
+from aeroseg.data.datasets.manifest import (  # noqa: E402
+    IN_PROGRESS_NAME,
+    MANIFEST_NAME,
+    make_manifest,
+    mark_in_progress,
+    write_manifest,
+)
 from aeroseg.data.datasets.builtin_meta import (  # noqa: E402
     DLRSD_CLASSES,
     DLRSD_UNSEEN,
@@ -574,8 +585,96 @@ def positive_int(text: str) -> int:
     return value
 
 
+# --------------------------------------------------------------------------- #
+# Manifest: completion marker and run identity
+# --------------------------------------------------------------------------- #
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _identity_of(record: dict) -> dict:
+    return {key: record.get(key) for key in ("dataset", "source", "seed", "options")}
+
+
+def _differences(old: dict, new: dict) -> str:
+    parts = []
+    for key in ("dataset", "source", "seed"):
+        if old.get(key) != new.get(key):
+            parts.append(f"{key} {old.get(key)!r} -> {new.get(key)!r}")
+    old_options, new_options = old.get("options") or {}, new.get("options") or {}
+    for key in sorted(set(old_options) | set(new_options)):
+        if old_options.get(key) != new_options.get(key):
+            parts.append(f"{key} {old_options.get(key)!r} -> {new_options.get(key)!r}")
+    return ", ".join(parts)
+
+
+def begin_output(dst: Path, identity: dict, overwrite: bool, what: str) -> Optional[dict]:
+    """Claim ``dst`` for a run with ``identity`` (dataset, source, seed, options).
+
+    A folder written (completely, or interrupted) by a run with another identity is refused
+    unless ``overwrite``, which deletes its split folders' PNGs first. Then the manifest is
+    removed and ``.prepare_in_progress`` (holding ``identity``) written, so an interrupted run
+    leaves a folder that loads as incomplete. Returns the previous manifest of the same identity
+    (its other splits are kept in the new manifest), or None.
+    """
+    import json
+    import shutil
+
+    dst = Path(dst)
+    previous = _read_json(dst / MANIFEST_NAME) or _read_json(dst / IN_PROGRESS_NAME)
+    if previous is not None and _identity_of(previous) != identity:
+        if not overwrite:
+            which = MANIFEST_NAME if (dst / MANIFEST_NAME).exists() else IN_PROGRESS_NAME
+            raise PrepareError(dst / which, f"written by a run with other settings ({_differences(previous, identity)}); "
+                                            f"mixing both runs could put an image in train and val: use another "
+                                            f"--dst, or --overwrite to rebuild this folder")
+        for split in SPLITS:
+            if (dst / split).is_dir():
+                shutil.rmtree(dst / split)
+        for name in ("train.txt", "val.txt"):
+            (dst / name).unlink(missing_ok=True)
+        previous = None
+    keep = _read_json(dst / MANIFEST_NAME) if previous is not None else None
+    dst.mkdir(parents=True, exist_ok=True)
+    mark_in_progress(str(dst), what)
+    write_text_atomic(json.dumps(identity, sort_keys=True) + "\n", dst / IN_PROGRESS_NAME)
+    return keep
+
+
+def finish_output(dst: Path, identity: dict, summary: "Summary", tool: str, classes: Sequence[str],
+                  splits: Sequence[str], previous: Optional[dict]) -> Path:
+    """Write ``dst/manifest.json`` (last, atomically): the files this run wrote per split, plus
+    the splits a previous run with the same identity wrote and this one did not redo."""
+    files: Dict[str, List[str]] = {}
+    for split in SPLITS:
+        if split in splits:
+            files[split] = sorted(summary.written.get(split, set()))
+        elif previous is not None and split in previous.get("splits", {}):
+            files[split] = list(previous["splits"][split]["files"])
+    try:
+        manifest = make_manifest(identity["dataset"], files, tool=tool, source=identity["source"],
+                                 seed=identity["seed"], options=identity["options"], classes=classes)
+    except ValueError as exc:
+        raise PrepareError(dst, str(exc)) from None
+    manifest["skipped_inputs"] = len(summary.skipped)
+    return Path(write_manifest(str(dst), manifest))
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--workers`` and ``--skip-bad``, shared by all prepare scripts."""
+    """``--workers``, ``--skip-bad`` and ``--overwrite``, shared by all prepare scripts."""
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="rebuild --dst when it holds the output of a run with other settings (source, seed, "
+             "options); without it such a run is refused")
     parser.add_argument(
         "--workers", type=non_negative_int, default=default_workers(),
         help="worker processes; 0 or 1 runs everything in this process "

@@ -32,6 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _prepare_common import (  # noqa: E402
+    begin_output, finish_output,
     DLRSD_CLASSES, DLRSD_UNSEEN, IGNORE_INDEX, SPLITS, TILE_SIZE, HelpFormatter,
     ImageResult, PrepareError, Summary, add_common_arguments, check_same_size,
     class_histogram, fit_to_size, handle_problems, prepare_output_dirs, read_index_label,
@@ -238,10 +239,15 @@ def prepare(args: argparse.Namespace) -> Summary:
                                  str(args.dst), TILE_SIZE))
     problems.extend(orphan_labels(args.labels, split["train"] + split["val"]))
     handle_problems(problems, args.skip_bad, summary)
+    identity = {"dataset": "dlrsd", "seed": args.seed,
+                "source": {"images": str(args.images.resolve()), "labels": str(args.labels.resolve())},
+                "options": {"val_fraction": args.val_fraction, "size": TILE_SIZE}}
+    previous = begin_output(args.dst, identity, args.overwrite, "prepare_dlrsd.py")
     prepare_output_dirs(args.dst)
     write_split_lists(args.dst, split)
     run_jobs(process_image, jobs, workers=args.workers, skip_bad=args.skip_bad,
              summary=summary, desc="DLRSD")
+    finish_output(args.dst, identity, summary, "datasets/prepare_dlrsd.py", DLRSD_CLASSES, SPLITS, previous)
     return summary
 
 

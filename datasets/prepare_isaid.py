@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _prepare_common import (  # noqa: E402
+    begin_output, finish_output,
     IGNORE_INDEX, ISAID_BACKGROUND, ISAID_CLASSES, ISAID_PALETTE, ISAID_UNSEEN, SPLITS,
     HelpFormatter, ImageResult, PrepareError, Summary, add_common_arguments,
     add_tiling_arguments, check_same_size, handle_problems, prepare_output_dirs,
@@ -234,9 +235,14 @@ def prepare(args: argparse.Namespace) -> Summary:
                              args.stride or args.tile_size, args.keep_empty)
                     for image, mask in pairs)
     handle_problems(problems, args.skip_bad, summary)
+    identity = {"dataset": "isaid", "source": str(args.src.resolve()), "seed": None,
+                "options": {"tile_size": args.tile_size, "stride": args.stride or args.tile_size,
+                            "keep_empty": args.keep_empty}}
+    previous = begin_output(args.dst, identity, args.overwrite, "prepare_isaid.py")
     prepare_output_dirs(args.dst, args.splits)
     run_jobs(process_image, jobs, workers=args.workers, skip_bad=args.skip_bad,
              summary=summary, desc="iSAID")
+    finish_output(args.dst, identity, summary, "datasets/prepare_isaid.py", ISAID_CLASSES, args.splits, previous)
     return summary
 
 

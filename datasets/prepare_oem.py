@@ -39,6 +39,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _prepare_common import (  # noqa: E402
+    begin_output, finish_output,
     OEM_CLASSES, OEM_UNSEEN, SPLITS, HelpFormatter, ImageResult, PrepareError, Summary,
     add_common_arguments, add_tiling_arguments, check_same_size, describe_exception,
     handle_problems, prepare_output_dirs, remap_label_values, run_cli, run_jobs,
@@ -239,9 +240,14 @@ def prepare(args: argparse.Namespace) -> Summary:
                            args.stride or args.tile_size, args.keep_empty)
                     for image, label in pairs)
     handle_problems(problems, args.skip_bad, summary)
+    identity = {"dataset": "oem", "source": str(args.src.resolve()), "seed": None,
+                "options": {"tile_size": args.tile_size, "stride": args.stride or args.tile_size,
+                            "keep_empty": args.keep_empty}}
+    previous = begin_output(args.dst, identity, args.overwrite, "prepare_oem.py")
     prepare_output_dirs(args.dst, args.splits)
     run_jobs(process_image, jobs, workers=args.workers, skip_bad=args.skip_bad,
              summary=summary, desc="OpenEarthMap")
+    finish_output(args.dst, identity, summary, "datasets/prepare_oem.py", OEM_CLASSES, args.splits, previous)
     return summary
 
 

@@ -73,12 +73,40 @@ def test_missing_builtin_dataset_names_folder_layout_and_command(tmp_path, monke
 
 
 def test_builtin_dataset_found_under_aeroseg_datasets(tmp_path, monkeypatch):
-    _write_split(tmp_path / "oem", "val", n=2)
+    from aeroseg.data.datasets.manifest import make_manifest, write_manifest
+
+    _write_split(tmp_path / "oem", "val", n=3)
     monkeypatch.setenv("AEROSEG_DATASETS", str(tmp_path))
+    with pytest.raises(DatasetError, match="no manifest.json"):  # not known to be complete
+        DatasetCatalog.get("oem_val")
+    write_manifest(str(tmp_path / "oem"), make_manifest("oem", {"val": ["t0", "t1"]}, tool="test"))
     dicts = DatasetCatalog.get("oem_val")
+    # exactly the manifest's samples (t2.png, not listed, is not used)
     assert [os.path.basename(d["file_name"]) for d in dicts] == ["t0.png", "t1.png"]
-    assert dicts[0]["height"] == dicts[0]["width"] == 32
     assert dicts[0]["sem_seg_file_name"].endswith(os.path.join("labels", "t0.png"))
+
+
+def test_folder_listing_reports_labels_without_image(custom_dataset):
+    name, root = custom_dataset
+    os.remove(root / "val" / "images" / "t1.png")
+    with pytest.raises(DatasetError, match=r"label .*t1.png has no image t1"):
+        DatasetCatalog.get(f"{name}_val")
+
+
+def test_manifest_with_overlapping_or_edited_lists_is_refused(tmp_path):
+    import json
+
+    from aeroseg.data.datasets.manifest import make_manifest, read_manifest, write_manifest
+
+    with pytest.raises(ValueError, match="t1 is in both train and val"):
+        make_manifest("x", {"train": ["t0", "t1"], "val": ["t1"]}, tool="test")
+    write_manifest(str(tmp_path), make_manifest("x", {"train": ["t0"], "val": ["t1"]}, tool="test"))
+    assert read_manifest(str(tmp_path))["splits"]["val"]["files"] == ["t1"]
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    data["splits"]["val"]["files"].append("t0")  # hand-edited: now overlaps, checksum stale
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(DatasetError, match="does not match its checksum"):
+        read_manifest(str(tmp_path))
 
 
 def test_custom_dataset_registration(custom_dataset):

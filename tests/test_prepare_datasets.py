@@ -10,6 +10,7 @@ folder is absent.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -205,14 +206,20 @@ def test_isaid_keep_empty_writes_every_tile(isaid_raw, tmp_path):
     assert (read_png(dst / "train" / "labels" / "P0001_y00044_x00000.png") == 255).all()
 
 
-def test_isaid_reports_but_keeps_files_of_an_earlier_run(isaid_raw, tmp_path, capsys):
+def test_isaid_run_with_other_options_is_refused_or_rebuilds(isaid_raw, tmp_path, capsys):
     dst = tmp_path / "out"
     assert run_isaid(isaid_raw, dst, "--keep-empty") == 0
+    first = snapshot(dst)
     capsys.readouterr()
-    assert run_isaid(isaid_raw, dst) == 0
-    out = capsys.readouterr().out
-    assert f"note: 4 file(s) in {dst / 'train' / 'images'} were not written by this run" in out
-    assert len(stems(dst / "train" / "images")) == 6      # reported, never deleted
+    assert run_isaid(isaid_raw, dst) == 2   # other options into the same folder: refused
+    err = error_line(capsys.readouterr().err)
+    assert str(dst / "manifest.json") in err and "keep_empty True -> False" in err and "--overwrite" in err
+    assert snapshot(dst) == first           # nothing touched
+    assert run_isaid(isaid_raw, dst, "--overwrite") == 0
+    assert len(stems(dst / "train" / "images")) == 2   # rebuilt: no file of the earlier run left
+    manifest = json.loads((dst / "manifest.json").read_text())
+    assert manifest["options"]["keep_empty"] is False
+    assert sorted(manifest["splits"]["train"]["files"]) == sorted(stems(dst / "train" / "images"))
 
 
 def test_isaid_rerun_is_idempotent_and_workers_agree(isaid_raw, tmp_path):
@@ -246,7 +253,9 @@ def test_isaid_error_in_worker_pool_stops_cleanly(isaid_raw, tmp_path, capsys):
     dst = tmp_path / "out"
     assert run_isaid(isaid_raw, dst, "--workers", "2") == 2
     assert error_line(capsys.readouterr().err).startswith(f"error: {bad_mask}: label size")
-    assert not [p for p in dst.rglob("*") if p.name.startswith(".")]
+    # no temp file is left; the marker says the folder is incomplete (and there is no manifest)
+    assert [p.name for p in dst.rglob("*") if p.name.startswith(".")] == [".prepare_in_progress"]
+    assert not (dst / "manifest.json").exists()
 
 
 def test_isaid_skip_bad_counts_and_continues(isaid_raw, tmp_path, capsys):
@@ -612,3 +621,80 @@ def test_real_oem_sample(tmp_path):
     corner = read_png(dst / "val" / "labels" / "koeln_50_y00744_x00744.png")
     np.testing.assert_array_equal(corner, raw_label[744:, 744:].astype(np.int16) - 1)
     assert not (dst / "train").exists()
+
+
+# --------------------------------------------------------------------------- #
+# Manifest: completion and run identity (issue 12, items 2 and 3)
+# --------------------------------------------------------------------------- #
+
+
+def test_dlrsd_rerun_with_another_seed_never_mixes_train_and_val(dlrsd_raw, tmp_path, capsys):
+    from aeroseg.data.datasets.manifest import files_checksum
+
+    dst = tmp_path / "out"
+    assert run_dlrsd(dlrsd_raw, dst, "--seed", "0") == 0
+    manifest = json.loads((dst / "manifest.json").read_text())
+    train, val = manifest["splits"]["train"]["files"], manifest["splits"]["val"]["files"]
+    assert manifest["seed"] == 0 and manifest["dataset"] == "dlrsd"
+    assert manifest["splits"]["train"]["count"] == 8 and manifest["splits"]["val"]["count"] == 2
+    assert manifest["source"]["images"] == str(dlrsd_raw[0].resolve())
+    assert manifest["checksum"] == files_checksum({"train": train, "val": val})
+    assert not (dst / ".prepare_in_progress").exists()
+    first = snapshot(dst)
+    capsys.readouterr()
+    assert run_dlrsd(dlrsd_raw, dst, "--seed", "3") == 2   # seed 3 puts other images in val
+    err = error_line(capsys.readouterr().err)
+    assert "seed 0 -> 3" in err and "train and val" in err
+    assert snapshot(dst) == first
+    assert run_dlrsd(dlrsd_raw, dst, "--seed", "3", "--overwrite") == 0
+    train_on_disk, val_on_disk = stems(dst / "train" / "images"), stems(dst / "val" / "images")
+    assert not train_on_disk & val_on_disk and len(train_on_disk | val_on_disk) == 10
+    manifest = json.loads((dst / "manifest.json").read_text())
+    assert manifest["seed"] == 3 and set(manifest["splits"]["val"]["files"]) == val_on_disk
+    assert set(manifest["splits"]["val"]["files"]) != set(val)  # the seed changed the split
+
+
+def test_interrupted_prepare_run_is_refused_by_registration_and_rerun_completes(dlrsd_raw, tmp_path,
+                                                                              monkeypatch, capsys):
+    from aeroseg.data import DatasetCatalog, DatasetError, MetadataCatalog, register_folder_dataset
+
+    dst = tmp_path / "dlrsd"
+    original, calls = prepare_dlrsd.process_image, {"n": 0}
+
+    def die_after_three(job):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt
+        return original(job)
+
+    monkeypatch.setattr(prepare_dlrsd, "process_image", die_after_three)
+    assert run_dlrsd(dlrsd_raw, dst) == 130
+    assert len(stems(dst / "train" / "images")) == 3 and not (dst / "manifest.json").exists()
+    name = f"partial{abs(hash(str(tmp_path))) % 10 ** 8}"
+    register_folder_dataset(name, str(dst), common.DLRSD_CLASSES)
+    try:
+        with pytest.raises(DatasetError, match="incomplete.*re-run"):
+            DatasetCatalog.get(f"{name}_train")
+        # the built-in name says which command to re-run
+        monkeypatch.setenv("AEROSEG_DATASETS", str(tmp_path))
+        with pytest.raises(DatasetError, match="prepare_dlrsd.py"):
+            DatasetCatalog.get("dlrsd_train")
+        monkeypatch.setattr(prepare_dlrsd, "process_image", original)
+        assert run_dlrsd(dlrsd_raw, dst) == 0
+        assert len(DatasetCatalog.get(f"{name}_train")) == 8 and len(DatasetCatalog.get("dlrsd_val")) == 2
+    finally:
+        for split in ("train", "val"):
+            DatasetCatalog.remove(f"{name}_{split}")
+            MetadataCatalog.remove(f"{name}_{split}")
+
+
+def test_builtin_dataset_without_manifest_is_refused(dlrsd_raw, tmp_path, monkeypatch):
+    from aeroseg.data import DatasetCatalog, DatasetError
+
+    dst = tmp_path / "dlrsd"
+    assert run_dlrsd(dlrsd_raw, dst) == 0
+    monkeypatch.setenv("AEROSEG_DATASETS", str(tmp_path))
+    assert len(DatasetCatalog.get("dlrsd_train")) == 8
+    (dst / "manifest.json").unlink()
+    with pytest.raises(DatasetError, match="no manifest.json.*re-run: python datasets/prepare_dlrsd.py"):
+        DatasetCatalog.get("dlrsd_train")

@@ -14,17 +14,20 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
 if (Path(__file__).resolve().parents[1] / "aeroseg").is_dir():  # a checkout (not the installed aeroseg.tools)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aeroseg.checkpoint import AerOSegCheckpointer  # noqa: E402
 from aeroseg.config import get_cfg  # noqa: E402
-from aeroseg.data import register_datasets_from_config  # noqa: E402
+from aeroseg.data import check_datasets, register_datasets_from_config  # noqa: E402
 from aeroseg.engine import Trainer, default_argument_parser, default_setup, launch  # noqa: E402
 from aeroseg.modeling import build_model  # noqa: E402
 from aeroseg.utils import comm  # noqa: E402
 from aeroseg.utils.detectron2_compat import detectron2_available  # noqa: E402
-from aeroseg.utils.errors import AerOSegError, ConfigError  # noqa: E402
+from aeroseg.engine.output_lock import release_output_dir_lock  # noqa: E402
+from aeroseg.utils.errors import AerOSegError, ConfigError, one_line  # noqa: E402
 
 
 def setup(args):
@@ -38,6 +41,13 @@ def setup(args):
     except (KeyError, ValueError, AssertionError) as exc:  # unknown key, bad value type, odd opts
         where = args.config_file or "command line"
         raise ConfigError(f"{where}: {str(exc).strip(chr(34)).strip(chr(39))}") from None
+    except yaml.YAMLError as exc:  # the file itself, or one of its _BASE_ files
+        raise ConfigError(f"{args.config_file} (or a _BASE_ file of it) is not valid YAML: "
+                          f"{one_line(exc, 300)}") from None
+    except OSError as exc:  # typically a _BASE_ path that does not exist
+        missing = getattr(exc, "filename", None) or one_line(exc, 200)
+        raise ConfigError(f"{args.config_file}: cannot read {missing} ({exc.strerror or 'unreadable'}); "
+                          f"check its _BASE_ path (relative to the file that names it)") from None
     cfg.freeze()
     register_datasets_from_config(cfg)
     default_setup(cfg, args)
@@ -45,6 +55,13 @@ def setup(args):
 
 
 def main(args):
+    try:
+        return _main(args)
+    finally:
+        release_output_dir_lock()
+
+
+def _main(args):
     cfg = setup(args)
     logger = logging.getLogger("aeroseg")
     if args.engine == "detectron2":
@@ -56,6 +73,7 @@ def main(args):
     logger.info("Engine: %s", "detectron2 DefaultTrainer" if args.engine == "detectron2" else "aeroseg (own training loop)")
 
     if args.eval_only:
+        check_datasets(cfg, train=False)  # before the (possibly slow) model build
         model = build_model(cfg)
         # A model trained with another number of training classes evaluates fine: the
         # back-projection only serves the training loss.

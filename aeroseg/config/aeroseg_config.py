@@ -51,6 +51,8 @@ def add_aeroseg_config(cfg: CfgNode) -> None:
     cfg.INPUT.RANDOM_ROTATE_90 = False  # training augmentation: rotate by a random multiple of 90 degrees
     # Extra datasets: [{NAME, ROOT, CLASSES, UNSEEN}] registered as NAME_train / NAME_val (see README).
     cfg.DATASETS.CUSTOM = []
+    cfg.DATALOADER.SKIP_BAD_SAMPLES = False  # training: skip (and count) unreadable samples instead of stopping
+    cfg.DATALOADER.OUT_OF_RANGE_LABELS = "error"  # label values >= #classes (not ignore): "error" or "ignore" (counted)
 
     # ---------------------------------------------------------------- vision-language backbone
     cfg.MODEL.CLIP = CN()

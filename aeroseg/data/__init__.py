@@ -2,6 +2,7 @@
 from . import datasets  # noqa: F401  (registers the built-in datasets)
 from .build import build_test_loader, build_train_loader, get_dataset_dicts
 from .catalog import DatasetCatalog, MetadataCatalog
+from .check import check_datasets
 from .dataset_mapper import SemSegDatasetMapper
 from .datasets import (
     DatasetError,
@@ -18,6 +19,7 @@ __all__ = [
     "SemSegDatasetMapper",
     "build_test_loader",
     "build_train_loader",
+    "check_datasets",
     "get_dataset_dicts",
     "read_class_file",
     "register_datasets_from_config",

@@ -1,5 +1,6 @@
 """Turn a dataset dict into the model's input dict (detectron2's "mapper")."""
 import copy
+import logging
 import os
 from typing import List, Optional, Sequence
 
@@ -12,7 +13,12 @@ from .catalog import MetadataCatalog
 from .datasets.sem_seg_folder import DatasetError
 from .transforms import RandomCrop, RandomFlip, RandomRotate90, ResizeShortestEdge, apply_augmentations
 
-__all__ = ["SemSegDatasetMapper", "training_label_map", "read_image", "read_label"]
+__all__ = ["SemSegDatasetMapper", "training_label_map", "read_image", "read_label", "OUT_OF_RANGE_POLICIES"]
+
+logger = logging.getLogger("aeroseg")
+
+# DATALOADER.OUT_OF_RANGE_LABELS: what a label value that is neither a class index nor ignore does.
+OUT_OF_RANGE_POLICIES = ("error", "ignore")
 
 
 def read_image(path: str) -> np.ndarray:
@@ -55,15 +61,27 @@ class SemSegDatasetMapper:
     Returns ``{"file_name", "image": uint8 (3, H, W), "sem_seg": long (H, W), "height", "width"}``.
     At test time labels keep the dataset's full class indices and ``height``/``width`` are the
     original image size.
+
+    Label values that are neither a class index (``0..num_classes-1``) nor ``ignore_label`` are an
+    error naming the label file and the values (``out_of_range="error"``), or become
+    ``ignore_label`` (``"ignore"``; then ``out["out_of_range_pixels"]`` counts them and a warning
+    names the file). ``num_classes=None`` skips the check.
     """
 
     @configurable
     def __init__(self, is_train: bool = True, *, augmentations: Sequence = (),
-                 label_map: Optional[np.ndarray] = None, ignore_label: int = 255):
+                 label_map: Optional[np.ndarray] = None, ignore_label: int = 255,
+                 num_classes: Optional[int] = None, out_of_range: str = "error", dataset_name: str = ""):
+        if out_of_range not in OUT_OF_RANGE_POLICIES:
+            raise DatasetError(f"DATALOADER.OUT_OF_RANGE_LABELS={out_of_range!r}: expected one of "
+                               f"{', '.join(OUT_OF_RANGE_POLICIES)}")
         self.is_train = is_train
         self.augmentations: List = list(augmentations)
         self.label_map = label_map
         self.ignore_label = ignore_label
+        self.num_classes = num_classes
+        self.out_of_range = out_of_range
+        self.dataset_name = dataset_name
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True, dataset_name: Optional[str] = None):
@@ -71,6 +89,10 @@ class SemSegDatasetMapper:
         ignore = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
         label_map = None
         augs = []
+        num_classes = None
+        if len(names) == 1 or is_train:
+            classes = MetadataCatalog.get(names[0]).get("stuff_classes") if names else None
+            num_classes = len(classes) if classes else None
         if is_train:
             if not names:
                 raise DatasetError("DATASETS.TRAIN is empty: name the dataset(s) to train on")
@@ -90,7 +112,30 @@ class SemSegDatasetMapper:
                 augs.append(RandomFlip(horizontal=flip in ("horizontal", "both"), vertical=flip in ("vertical", "both")))
             if cfg.INPUT.RANDOM_ROTATE_90:
                 augs.append(RandomRotate90())
-        return {"is_train": is_train, "augmentations": augs, "label_map": label_map, "ignore_label": ignore}
+        return {"is_train": is_train, "augmentations": augs, "label_map": label_map, "ignore_label": ignore,
+                "num_classes": num_classes, "out_of_range": cfg.DATALOADER.OUT_OF_RANGE_LABELS,
+                "dataset_name": ", ".join(names)}
+
+    def _check_label_values(self, label: np.ndarray, path: str):
+        """``(label, number of out-of-range pixels)``; raises under the "error" policy."""
+        if self.num_classes is None:
+            return label, 0
+        out_of_range = (label >= self.num_classes) & (label != self.ignore_label)
+        count = int(out_of_range.sum())
+        if not count:
+            return label, 0
+        values = sorted(int(v) for v in np.unique(label[out_of_range]))
+        shown = ", ".join(map(str, values[:8])) + (", ..." if len(values) > 8 else "")
+        if self.out_of_range == "error":
+            raise DatasetError(f"{path}: label value(s) {shown} ({count} pixels) are not class indices of "
+                               f"{self.dataset_name or 'the dataset'} (0..{self.num_classes - 1}, "
+                               f"{self.ignore_label} = ignore); fix the file or set "
+                               f"DATALOADER.OUT_OF_RANGE_LABELS ignore")
+        logger.warning("%s: %d pixels with label value(s) %s outside 0..%d mapped to ignore (%d)", path, count,
+                       shown, self.num_classes - 1, self.ignore_label)
+        label = label.copy()
+        label[out_of_range] = self.ignore_label
+        return label, count
 
     def __call__(self, dataset_dict: dict, rng: Optional[np.random.Generator] = None) -> dict:
         """``rng`` drives the training augmentations (a fresh unseeded one if None)."""
@@ -99,8 +144,10 @@ class SemSegDatasetMapper:
         out = {"file_name": d["file_name"], "height": d.get("height", image.shape[0]),
                "width": d.get("width", image.shape[1])}
         label = None
+        out_of_range_pixels = 0
         if "sem_seg_file_name" in d:
             label = read_label(d["sem_seg_file_name"])
+            label, out_of_range_pixels = self._check_label_values(label, d["sem_seg_file_name"])
             if label.shape != image.shape[:2]:
                 raise DatasetError(f"{d['sem_seg_file_name']}: label size {label.shape[1]}x{label.shape[0]} "
                                    f"differs from image {os.path.basename(d['file_name'])} "
@@ -116,4 +163,5 @@ class SemSegDatasetMapper:
         out["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         if label is not None:
             out["sem_seg"] = torch.from_numpy(label.astype(np.int64))
+            out["out_of_range_pixels"] = out_of_range_pixels
         return out

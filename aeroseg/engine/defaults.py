@@ -10,6 +10,8 @@ import numpy as np
 import torch
 
 from ..utils import comm
+from ..utils.errors import OutputDirError, describe_exception
+from .output_lock import acquire_output_dir_lock
 
 __all__ = ["default_argument_parser", "default_setup", "seed_all_rng", "setup_logger", "rng_state", "set_rng_state"]
 
@@ -102,23 +104,55 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _remove_stale_temp_checkpoints(output_dir: str, logger: logging.Logger) -> None:
+    """Delete ``*.pth.tmp.<pid>`` files of saves that a killed run left behind.
+
+    Only called while this run holds the output-folder lock, so no other process is saving there.
+    """
+    stale = [n for n in os.listdir(output_dir) if ".pth.tmp." in n]
+    for name in stale:
+        os.remove(os.path.join(output_dir, name))
+    if stale:
+        logger.info("Removed %d temporary checkpoint file(s) of an interrupted save: %s", len(stale),
+                    ", ".join(sorted(stale)[:3]))
+
+
 def default_setup(cfg, args) -> logging.Logger:
-    """Create OUTPUT_DIR, set up logging, write the merged config, seed every RNG."""
+    """Create and lock OUTPUT_DIR, set up logging, write the merged config, seed every RNG.
+
+    The main process holds an advisory lock on OUTPUT_DIR (:mod:`.output_lock`) from here until
+    :func:`release_output_dir_lock`, so a second run into the same folder fails at once.
+    """
     output_dir = cfg.OUTPUT_DIR
+    lock = None
     if comm.is_main_process() and output_dir:
-        os.makedirs(output_dir, exist_ok=True)
+        try:
+            os.makedirs(output_dir, exist_ok=True)
+        except OSError as exc:
+            raise OutputDirError(f"cannot create OUTPUT_DIR {output_dir} ({describe_exception(exc)}): "
+                                 f"choose a writable OUTPUT_DIR") from None
+        lock = acquire_output_dir_lock(output_dir)
     comm.synchronize()
     logger = setup_logger(output_dir)
+    if lock is not None and lock.stale_holder:
+        logger.warning("Took over the lock of a run on this OUTPUT_DIR that did not end cleanly (%s)",
+                       lock.stale_holder)
+        lock.stale_holder = None
     logger.info("Rank %d of %d; command line: %s", comm.get_rank(), comm.get_world_size(), " ".join(sys.argv))
     logger.info("torch %s, CUDA available: %s", torch.__version__, torch.cuda.is_available())
     if getattr(args, "config_file", ""):
         logger.info("Config file %s", args.config_file)
     if comm.is_main_process() and output_dir:
+        _remove_stale_temp_checkpoints(output_dir, logger)
         path = os.path.join(output_dir, "config.yaml")
         tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(cfg.dump())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "w") as f:
+                f.write(cfg.dump())
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise OutputDirError(f"cannot write {path} ({describe_exception(exc)}): choose a writable "
+                                 f"OUTPUT_DIR with free space") from None
         logger.info("Full config saved to %s", path)
     seed = seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + comm.get_rank())
     logger.info("Seed: %d", seed)

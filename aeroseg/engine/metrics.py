@@ -15,22 +15,27 @@ class MetricsWriter:
     """Collects scalars every iteration; every ``period`` iterations writes their medians.
 
     Only the main process writes files (``output_dir``/metrics.json and tensorboard events).
+    A run that starts at ``start_iter`` (a resume) first drops the records of iterations
+    ``>= start_iter`` that an interrupted earlier run wrote, so no iteration appears twice.
     """
 
     def __init__(self, output_dir: Optional[str], max_iter: int, period: int = 20, enabled: bool = True,
-                 tensorboard: bool = True):
+                 tensorboard: bool = True, start_iter: int = 0):
         self.max_iter, self.period, self.enabled = max_iter, max(1, period), enabled
         self._history: Dict[str, deque] = defaultdict(lambda: deque(maxlen=self.period))
         self._json = None
         self._tb = None
         if enabled and output_dir:
             os.makedirs(output_dir, exist_ok=True)
-            self._json = open(os.path.join(output_dir, "metrics.json"), "a")
+            path = os.path.join(output_dir, "metrics.json")
+            _drop_records_from(path, start_iter)
+            self._json = open(path, "a")
             if tensorboard:
                 try:
                     from torch.utils.tensorboard import SummaryWriter
 
-                    self._tb = SummaryWriter(output_dir)
+                    # purge_step: tensorboard hides the events of iterations >= start_iter of earlier runs
+                    self._tb = SummaryWriter(output_dir, purge_step=start_iter)
                 except ImportError:  # tensorboard is a dependency, but do not die for a log
                     logger.warning("tensorboard is not installed: no event files are written")
 
@@ -77,3 +82,27 @@ class MetricsWriter:
             self._json.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def _drop_records_from(path: str, start_iter: int) -> None:
+    """Rewrite the JSON-lines file ``path`` (atomically) without records of iterations >= ``start_iter``."""
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()
+    kept = []
+    for line in lines:
+        try:
+            if int(json.loads(line).get("iteration", -1)) >= start_iter:
+                continue
+        except (ValueError, AttributeError, TypeError):  # a torn last line of a killed run
+            continue
+        kept.append(line if line.endswith("\n") else line + "\n")
+    if len(kept) == len(lines):
+        return
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)
+    logger.info("metrics.json: dropped %d record(s) of iterations >= %d written by the interrupted run",
+                len(lines) - len(kept), start_iter)

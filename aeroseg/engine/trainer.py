@@ -10,13 +10,13 @@ import os
 import time
 from collections import OrderedDict
 from contextlib import nullcontext
-from typing import Dict
+from typing import Dict, List
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import AerOSegCheckpointer
-from ..data import MetadataCatalog, build_test_loader, build_train_loader
+from ..data import MetadataCatalog, build_test_loader, build_train_loader, check_datasets
 from ..modeling import build_model
 from ..solver import build_lr_scheduler, build_optimizer
 from ..utils import comm
@@ -51,6 +51,7 @@ class Trainer:
 
     def __init__(self, cfg):
         self.cfg = cfg
+        check_datasets(cfg, train=True)  # a wrong name or folder fails now, not after training
         self.model = build_model(cfg)
         self.train_vocabulary = self.model.vocabulary
         self.optimizer = build_optimizer(cfg, self.model)
@@ -75,21 +76,29 @@ class Trainer:
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.last_results: Dict = {}
+        self.skipped_samples: List[str] = []  # DATALOADER.SKIP_BAD_SAMPLES: errors of skipped samples
+        self.out_of_range_pixels = 0  # DATALOADER.OUT_OF_RANGE_LABELS ignore: pixels mapped to ignore
 
     # ------------------------------------------------------------------ state
     def resume_or_load(self, resume: bool = True) -> None:
         """``resume`` and ``OUTPUT_DIR/last_checkpoint`` exists: continue it (model, optimizer,
         scheduler, iteration, RNG). Otherwise load only the model from ``MODEL.WEIGHTS`` (if set)."""
-        if resume and self.checkpointer.has_checkpoint():
+        if resume and self.checkpointer.has_checkpoint():  # last_checkpoint, or the newest complete one
             path = self.checkpointer.get_checkpoint_file()
             extra = self.checkpointer.load(path)
             self.start_iter = int(extra.get("iteration", -1)) + 1
             if "rng" in extra:
                 set_rng_state(extra["rng"])
             logger.info("Resumed from %s at iteration %d", path, self.start_iter)
-        elif self.cfg.MODEL.WEIGHTS:
-            AerOSegCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS, checkpointables=[])
-            logger.info("Loaded model weights from %s", self.cfg.MODEL.WEIGHTS)
+        else:
+            existing = self.checkpointer.checkpoint_files()
+            if existing and comm.is_main_process():
+                logger.warning("%s already holds %d checkpoint(s) (e.g. %s): this new run from iteration 0 "
+                               "replaces them as it saves (use --resume to continue instead)",
+                               self.cfg.OUTPUT_DIR, len(existing), os.path.basename(existing[0]))
+            if self.cfg.MODEL.WEIGHTS:
+                AerOSegCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS, checkpointables=[])
+                logger.info("Loaded model weights from %s", self.cfg.MODEL.WEIGHTS)
 
     def _save(self, name: str, iteration: int) -> None:
         self.checkpointer.save(name, iteration=iteration, rng=rng_state())
@@ -140,8 +149,17 @@ class Trainer:
         logger.info("Starting training from iteration %d to %d", self.start_iter, self.max_iter)
         if self.start_iter >= self.max_iter:
             logger.info("Nothing to train: the checkpoint is already at iteration %d", self.start_iter)
+            missing = self.missing_results()
+            if missing:  # e.g. the run died during its final evaluation
+                logger.info("No evaluation results of this finished run for %s: evaluating it now", ", ".join(missing))
+                self.last_results = self.test(cfg, self.model)
+                writer = MetricsWriter(cfg.OUTPUT_DIR, self.max_iter, enabled=comm.is_main_process(),
+                                       start_iter=self.max_iter)
+                writer.write_scalars(self.max_iter - 1, flatten_results(self.last_results))
+                writer.close()
             return self.last_results
-        writer = MetricsWriter(cfg.OUTPUT_DIR, self.max_iter, enabled=comm.is_main_process())
+        writer = MetricsWriter(cfg.OUTPUT_DIR, self.max_iter, enabled=comm.is_main_process(),
+                               start_iter=self.start_iter)
         loader = iter(build_train_loader(cfg, start_iter=self.start_iter))
         self.model.set_vocabulary(self.train_vocabulary)
         self.ddp_model.train()
@@ -150,6 +168,7 @@ class Trainer:
                 start = time.perf_counter()
                 batch = next(loader)
                 data_time = time.perf_counter() - start
+                self._count_data_problems(batch, iteration)
                 losses = self.run_step(batch)
                 lr = max(g["lr"] for g in self.optimizer.param_groups)
                 self.scheduler.step()
@@ -157,7 +176,32 @@ class Trainer:
                 self._after_step(iteration, writer)
         finally:
             writer.close()
+            self._report_data_problems()
         return self.last_results
+
+    def missing_results(self):
+        """Names of ``DATASETS.TEST`` without ``OUTPUT_DIR/inference/<name>/sem_seg_results.json``."""
+        from ..evaluation.sem_seg_evaluation import RESULTS_FILE
+
+        return [name for name in self.cfg.DATASETS.TEST
+                if not os.path.isfile(os.path.join(self.cfg.OUTPUT_DIR, "inference", name, RESULTS_FILE))]
+
+    def _count_data_problems(self, batch, iteration: int) -> None:
+        for item in batch:
+            for message in item.get("skipped_bad_samples", ()):
+                logger.warning("Skipped a bad sample at iteration %d (DATALOADER.SKIP_BAD_SAMPLES): %s",
+                               iteration, message)
+                self.skipped_samples.append(message)
+            self.out_of_range_pixels += int(item.get("out_of_range_pixels", 0))
+
+    def _report_data_problems(self) -> None:
+        if self.skipped_samples:
+            unique = sorted(set(self.skipped_samples))
+            logger.warning("Skipped %d bad sample(s) in training (%d distinct file(s), DATALOADER.SKIP_BAD_SAMPLES),"
+                           " e.g. %s", len(self.skipped_samples), len(unique), unique[0])
+        if self.out_of_range_pixels:
+            logger.warning("%d label pixels outside the class range were mapped to ignore in training "
+                           "(DATALOADER.OUT_OF_RANGE_LABELS ignore)", self.out_of_range_pixels)
 
     def _after_step(self, iteration: int, writer: MetricsWriter) -> None:
         cfg = self.cfg

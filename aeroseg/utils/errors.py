@@ -18,7 +18,21 @@ class CheckpointError(AerOSegError, RuntimeError):
     """A weights file is missing, unreadable or does not match the model it is loaded into."""
 
 
+class DatasetError(AerOSegError, FileNotFoundError):
+    """A dataset folder or file is missing or malformed."""
+
+
+class OutputDirError(AerOSegError, RuntimeError):
+    """The output folder cannot be used: another run holds it, or it cannot be written."""
+
+
 def one_line(text: str, limit: int = 400) -> str:
     """Collapse ``text`` (e.g. a wrapped library error) to one line of at most ``limit`` chars."""
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def describe_exception(exc: BaseException, limit: int = 200) -> str:
+    """``exc`` as one line; its type name when the message is empty (e.g. ``EOFError()``)."""
+    text = one_line(exc, limit)
+    return text if text else type(exc).__name__

@@ -25,7 +25,8 @@ def register_all_builtin() -> None:
                 root = os.path.join(datasets_root(), dataset)
                 folder = os.path.join(root, split)
                 hint = PREPARE_COMMANDS[dataset].format(root=root)
-                return load_sem_seg_folder(os.path.join(folder, "images"), os.path.join(folder, "labels"), hint)
+                return load_sem_seg_folder(os.path.join(folder, "images"), os.path.join(folder, "labels"), hint,
+                                           require_manifest=True)
 
             register_sem_seg_dataset(
                 name,

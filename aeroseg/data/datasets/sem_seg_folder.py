@@ -10,14 +10,16 @@ This is both how the built-in datasets are registered and how users add their ow
 or, in a config, ``DATASETS.CUSTOM: [{NAME: mycity, ROOT: /data/mycity, CLASSES: classes.txt,
 UNSEEN: unseen.txt}]`` (relative paths are relative to ROOT).
 """
+import difflib
 import os
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Union
 
 from PIL import Image
 
-from ...utils.errors import AerOSegError
+from ...utils.errors import DatasetError
 from ..catalog import DatasetCatalog, MetadataCatalog
+from .manifest import MANIFEST_NAME, read_manifest, split_stems
 
 __all__ = [
     "DatasetError",
@@ -28,18 +30,31 @@ __all__ = [
     "register_datasets_from_config",
 ]
 
+# Keys of a DATASETS.CUSTOM entry (any other key is a typo and an error).
+CUSTOM_KEYS = ("NAME", "ROOT", "CLASSES", "UNSEEN")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 SPLITS = ("train", "val", "test")
 
 
-class DatasetError(AerOSegError, FileNotFoundError):
-    """A dataset folder or file is missing or malformed."""
+def _image_size(path: str) -> dict:
+    """``{"height", "width"}`` from the image header, or {} if unreadable (reported when mapped)."""
+    try:
+        with Image.open(path) as img:  # reads the header only
+            width, height = img.size
+    except Exception:
+        return {}
+    return {"height": height, "width": width}
 
 
-def load_sem_seg_folder(image_dir: str, label_dir: str, prepare_hint: str = "") -> List[dict]:
-    """Dataset dicts (``file_name``, ``sem_seg_file_name``, ``height``, ``width``) of a folder pair.
+def load_sem_seg_folder(image_dir: str, label_dir: str, prepare_hint: str = "",
+                        require_manifest: bool = False) -> List[dict]:
+    """Dataset dicts (``file_name``, ``sem_seg_file_name``[, ``height``, ``width``]) of a folder pair.
 
-    Images and labels are paired by file stem; an image without a label is an error.
+    When the split folder's parent holds a ``manifest.json`` (:mod:`.manifest`), the samples are
+    exactly the ones it lists (a listed file that is missing is reported when it is read);
+    otherwise images and labels are paired by file stem, and an image without a label or a label
+    without an image is an error. A folder whose prepare run did not finish is an error, and so is
+    a folder without manifest when ``require_manifest``.
     """
     hint = f"; create it with: {prepare_hint}" if prepare_hint else ""
     for folder in (image_dir, label_dir):
@@ -48,19 +63,37 @@ def load_sem_seg_folder(image_dir: str, label_dir: str, prepare_hint: str = "") 
                 f"dataset folder {folder} does not exist: expected {Path(image_dir).parent}/"
                 f"{{images,labels}}/*.png (images and single-channel label PNGs sharing a file stem){hint}"
             )
+    split_dir = Path(image_dir).parent
+    root, split = str(split_dir.parent), split_dir.name
+    manifest = read_manifest(root, prepare_hint) if split in SPLITS else None
+    if manifest is not None:
+        if split not in manifest["splits"]:
+            raise DatasetError(f"{os.path.join(root, MANIFEST_NAME)} lists no split '{split}' "
+                               f"(it has {', '.join(manifest['splits'])})")
+        dicts = [{"file_name": os.path.join(image_dir, f"{stem}.png"),
+                  "sem_seg_file_name": os.path.join(label_dir, f"{stem}.png")}
+                 for stem in split_stems(manifest, split)]
+        if not dicts:
+            raise DatasetError(f"dataset folder {image_dir}: its manifest lists no samples{hint}")
+        return dicts
+    if require_manifest:
+        again = f"; re-run: {prepare_hint}" if prepare_hint else ""
+        raise DatasetError(f"dataset folder {root} has no {MANIFEST_NAME}: its prepare run did not finish "
+                           f"(or predates manifests){again}")
     labels = {Path(f).stem: f for f in os.listdir(label_dir) if f.lower().endswith(".png")}
+    images = {Path(f).stem: f for f in sorted(os.listdir(image_dir)) if f.lower().endswith(IMAGE_EXTENSIONS)}
     dicts = []
-    for name in sorted(os.listdir(image_dir)):
-        if not name.lower().endswith(IMAGE_EXTENSIONS):
-            continue
-        stem = Path(name).stem
+    for stem, name in sorted(images.items()):
         if stem not in labels:
             raise DatasetError(f"image {os.path.join(image_dir, name)} has no label {stem}.png in {label_dir}")
         path = os.path.join(image_dir, name)
-        with Image.open(path) as img:  # reads the header only
-            width, height = img.size
         dicts.append({"file_name": path, "sem_seg_file_name": os.path.join(label_dir, labels[stem]),
-                      "height": height, "width": width})
+                      **_image_size(path)})
+    orphans = sorted(stem for stem in labels if stem not in images)
+    if orphans:
+        raise DatasetError(f"label {os.path.join(label_dir, labels[orphans[0]])} has no image {orphans[0]}.* in "
+                           f"{image_dir} ({len(orphans)} label(s) without image): restore the image(s) or "
+                           f"remove the label(s)")
     if not dicts:
         raise DatasetError(f"dataset folder {image_dir} contains no images{hint}")
     return dicts
@@ -137,6 +170,14 @@ def register_folder_dataset(name: str, root: str, classes, unseen=None, ignore_l
         raise DatasetError(f"dataset {name}: {root} has neither split folders ({', '.join(SPLITS)}) "
                            f"nor images/ and labels/")
     for full_name, folder in layouts:
+        image_dir = os.path.join(folder, "images")
+        if full_name in DatasetCatalog:  # e.g. a second run in the same process: same dataset is fine
+            meta = MetadataCatalog.get(full_name)
+            if meta.get("image_root") == image_dir and meta.get("stuff_classes") == class_list \
+                    and meta.get("unseen_classes") == [c for c in class_list if c in unseen_list]:
+                continue
+            raise DatasetError(f"dataset {full_name} is already registered with other files or classes "
+                               f"(image root {meta.get('image_root')}): choose another NAME")
         register_sem_seg_dataset(full_name, os.path.join(folder, "images"), os.path.join(folder, "labels"),
                                  class_list, unseen_list, ignore_label)
     return [n for n, _ in layouts]
@@ -147,6 +188,12 @@ def register_datasets_from_config(cfg) -> List[str]:
     names = []
     for i, entry in enumerate(cfg.DATASETS.CUSTOM):
         entry = {str(k).upper(): v for k, v in dict(entry).items()}
+        unknown = [k for k in entry if k not in CUSTOM_KEYS]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], CUSTOM_KEYS, n=1)
+            suggestion = f"did you mean {close[0]}? " if close else ""
+            raise DatasetError(f"DATASETS.CUSTOM[{i}] has unknown key {unknown[0]}: {suggestion}"
+                               f"(expected {', '.join(CUSTOM_KEYS)})")
         missing = [k for k in ("NAME", "ROOT", "CLASSES") if k not in entry]
         if missing:
             raise DatasetError(f"DATASETS.CUSTOM[{i}] lacks {missing} (expected NAME, ROOT, CLASSES[, UNSEEN])")

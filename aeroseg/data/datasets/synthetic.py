@@ -12,6 +12,7 @@ every image gets a global brightness / colour-cast jitter and pixel noise.
 Layout written by :func:`generate_synthetic_aerial_dataset` (the same as the built-in datasets)::
 
     root/{train,val}/{images,labels}/<split>_<index>.png    RGB images, uint8 label indices
+    root/manifest.json                                      the file list (see datasets/manifest.py)
     root/.complete                                          JSON: generator version + parameters
 
 Label values index :data:`SYNTHETIC_CLASSES`; there is no ignore label in the files.
@@ -33,6 +34,7 @@ from PIL import Image
 
 from ..catalog import DatasetCatalog, MetadataCatalog
 from .builtin import datasets_root
+from .manifest import IN_PROGRESS_NAME, MANIFEST_NAME, make_manifest, mark_in_progress, write_manifest
 from .sem_seg_folder import load_sem_seg_folder, register_sem_seg_dataset
 
 __all__ = [
@@ -279,6 +281,8 @@ def _is_complete(root: str, payload: dict) -> bool:
                 return False
     except (OSError, ValueError):
         return False
+    if not os.path.isfile(os.path.join(root, MANIFEST_NAME)) or os.path.exists(os.path.join(root, IN_PROGRESS_NAME)):
+        return False
     for split, count in zip(SPLITS, (payload["num_train"], payload["num_val"])):
         for sub in ("images", "labels"):
             folder = os.path.join(root, split, sub)
@@ -329,6 +333,7 @@ def generate_synthetic_aerial_dataset(root: str, num_train: int = 160, num_val: 
         marker = os.path.join(root, MARKER)
         if os.path.exists(marker):
             os.remove(marker)
+        mark_in_progress(root, "generate_synthetic_aerial_dataset")
         for split_id, (split, count) in enumerate(zip(SPLITS, (num_train, num_val))):
             stems = _stems(split, count)
             folders = {sub: os.path.join(root, split, sub) for sub in ("images", "labels")}
@@ -343,6 +348,10 @@ def generate_synthetic_aerial_dataset(root: str, num_train: int = 160, num_val: 
                 image, label = render_synthetic_scene(rng, size)
                 _write_atomic(os.path.join(folders["images"], stem + ".png"), _png_bytes(image))
                 _write_atomic(os.path.join(folders["labels"], stem + ".png"), _png_bytes(label))
+        write_manifest(root, make_manifest(
+            "synthetic_aerial", {split: _stems(split, count) for split, count in zip(SPLITS, (num_train, num_val))},
+            tool="aeroseg.data.datasets.synthetic", seed=seed, classes=SYNTHETIC_CLASSES,
+            options={"version": GENERATOR_VERSION, "size": size, "num_train": num_train, "num_val": num_val}))
         _write_atomic(marker, json.dumps(payload, sort_keys=True).encode("utf-8"))
     return root
 
