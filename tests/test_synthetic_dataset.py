@@ -210,6 +210,12 @@ def test_registration_is_lazy_and_idempotent(tmp_path, unique_name):
 
     train = DatasetCatalog.get(f"{unique_name}_train")
     assert (root / ".complete").exists()
+    # it carries a manifest like a prepared dataset, so it counts as complete
+    from aeroseg.data.datasets.manifest import read_manifest
+
+    manifest = read_manifest(str(root))
+    assert manifest["splits"]["train"]["files"] == [f"train_{i:05d}" for i in range(3)]
+    assert manifest["splits"]["val"]["count"] == 2 and manifest["classes"] == SYNTHETIC_CLASSES
     assert len(train) == 3 and len(DatasetCatalog.get(f"{unique_name}_val")) == 2
     d = train[0]
     assert os.path.isfile(d["file_name"]) and os.path.isfile(d["sem_seg_file_name"])

@@ -68,6 +68,9 @@ def _main(args):
         if not detectron2_available():
             raise AerOSegError("--engine detectron2 needs detectron2 installed (see README: engines)")
         from aeroseg.engine.detectron2_trainer import Detectron2Trainer as TrainerClass
+
+        if not args.eval_only:
+            check_datasets(cfg, train=True)  # AerOSeg's Trainer does this itself
     else:
         TrainerClass = Trainer
     logger.info("Engine: %s", "detectron2 DefaultTrainer" if args.engine == "detectron2" else "aeroseg (own training loop)")

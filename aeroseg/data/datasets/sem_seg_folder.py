@@ -71,7 +71,8 @@ def load_sem_seg_folder(image_dir: str, label_dir: str, prepare_hint: str = "",
             raise DatasetError(f"{os.path.join(root, MANIFEST_NAME)} lists no split '{split}' "
                                f"(it has {', '.join(manifest['splits'])})")
         dicts = [{"file_name": os.path.join(image_dir, f"{stem}.png"),
-                  "sem_seg_file_name": os.path.join(label_dir, f"{stem}.png")}
+                  "sem_seg_file_name": os.path.join(label_dir, f"{stem}.png"),
+                  **_image_size(os.path.join(image_dir, f"{stem}.png"))}
                  for stem in split_stems(manifest, split)]
         if not dicts:
             raise DatasetError(f"dataset folder {image_dir}: its manifest lists no samples{hint}")
