@@ -56,6 +56,19 @@ def test_missing_and_unreadable_checkpoints(tmp_path):
     bad.write_text("garbage")
     with pytest.raises(CheckpointError, match="could not be read"):
         AerOSegCheckpointer(model).load(str(bad))
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty.pth is empty \(0 bytes\)"):
+        AerOSegCheckpointer(model).load(str(empty))
+    from aeroseg.checkpoint.state_dict_io import read_state_dict
+
+    with pytest.raises(CheckpointError, match=r"SAM checkpoint .*empty.pth could not be read: it is empty \(0 bytes\)"):
+        read_state_dict(str(empty), "SAM checkpoint")
+    torch.save({"model": {}}, str(bad))
+    with open(bad, "r+b") as f:  # truncated save: the reason is named, never empty
+        f.truncate(20)
+    with pytest.raises(CheckpointError, match=r"could not be read: \S+"):
+        AerOSegCheckpointer(model).load(str(bad))
 
 
 def test_back_projection_may_differ_when_ignored(tmp_path):

@@ -77,6 +77,9 @@ def _main(args):
 
     if args.eval_only:
         check_datasets(cfg, train=False)  # before the (possibly slow) model build
+        if not cfg.MODEL.WEIGHTS and not args.resume:
+            logger.warning("--eval-only without MODEL.WEIGHTS: evaluating the model as built (pretrained "
+                           "parts only, the rest randomly initialised)")
         model = build_model(cfg)
         # A model trained with another number of training classes evaluates fine: the
         # back-projection only serves the training loss.

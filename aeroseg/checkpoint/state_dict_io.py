@@ -5,7 +5,7 @@ from typing import Dict, Iterable, Optional
 
 import torch
 
-from ..utils.errors import CheckpointError, one_line
+from ..utils.errors import CheckpointError, describe_exception
 
 __all__ = ["read_state_dict", "describe_mismatch", "verify_checksum", "KNOWN_SHA256", "SKIP_CHECKSUM_ENV"]
 
@@ -67,7 +67,8 @@ def read_state_dict(path: str, what: str, config_key: str = "") -> Dict[str, tor
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{what} {path} could not be read: {one_line(exc, 200)}") from None
+        reason = "it is empty (0 bytes)" if os.path.getsize(path) == 0 else describe_exception(exc)
+        raise CheckpointError(f"{what} {path} could not be read: {reason}") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
