@@ -634,9 +634,11 @@ def begin_output(dst: Path, identity: dict, overwrite: bool, what: str) -> Optio
     if previous is not None and _identity_of(previous) != identity:
         if not overwrite:
             which = MANIFEST_NAME if (dst / MANIFEST_NAME).exists() else IN_PROGRESS_NAME
-            raise PrepareError(dst / which, f"written by a run with other settings ({_differences(previous, identity)}); "
-                                            f"mixing both runs could put an image in train and val: use another "
-                                            f"--dst, or --overwrite to rebuild this folder")
+            changed = _differences(previous, identity)
+            raise PrepareError(dst / which, f"written by a run with other settings ({changed}); "
+                                            f"mixing the files of two runs can put an image in train and val "
+                                            f"or stale tiles in a split: use another --dst, or --overwrite to "
+                                            f"rebuild this folder")
         for split in SPLITS:
             if (dst / split).is_dir():
                 shutil.rmtree(dst / split)
