@@ -177,7 +177,8 @@ def test_5_out_of_range_labels_may_be_mapped_to_ignore_and_are_counted(fab):
 def test_6_unknown_custom_dataset_key_is_an_error_with_the_close_match(fab, tmp_path, capsys):
     name, root, opts = fab
     typo = repr([{"NAME": name + "x", "ROOT": str(root), "CLASSES": CLASSES, "UNSEEEN": UNSEEN}])
-    assert _run(tmp_path / "a", "DATASETS.CUSTOM", typo, "DATASETS.TRAIN", f"('{name}x_train',)") == 2
+    assert _run(tmp_path / "a", "DATASETS.CUSTOM", typo, "DATASETS.TRAIN", f"('{name}x_train',)",
+                "SOLVER.MAX_ITER", "1") == 2
     err = _error(capsys)
     assert "UNSEEEN" in err and "did you mean UNSEEN" in err and f"{name}x_train" not in DatasetCatalog
 
