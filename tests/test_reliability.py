@@ -163,6 +163,7 @@ def test_5_out_of_range_labels_may_be_mapped_to_ignore_and_are_counted(fab):
     out = mapper({"file_name": str(root / "val/images/val1.png"),
                   "sem_seg_file_name": str(root / "val/labels/val1.png")})
     label = out["sem_seg"]
+    assert out["sem_seg_file_name"] == str(root / "val/labels/val1.png")  # the evaluator names it in errors
     assert (label[0, :5] == 255).all() and (label[1, :5] == 255).all()
     assert int((label == 255).sum()) == 10 and out["out_of_range_pixels"] == 10
     assert label.max() < 256 and set(label[2:].unique().tolist()) == set(range(6))

@@ -58,7 +58,8 @@ def training_label_map(classes: Sequence[str], train_classes: Sequence[str], ign
 class SemSegDatasetMapper:
     """Read image + label, (training) hide unseen classes and augment, return model inputs.
 
-    Returns ``{"file_name", "image": uint8 (3, H, W), "sem_seg": long (H, W), "height", "width"}``.
+    Returns ``{"file_name", "image": uint8 (3, H, W), "sem_seg": long (H, W), "sem_seg_file_name",
+    "height", "width"}``.
     At test time labels keep the dataset's full class indices and ``height``/``width`` are the
     original image size.
 
@@ -147,6 +148,7 @@ class SemSegDatasetMapper:
         out_of_range_pixels = 0
         if "sem_seg_file_name" in d:
             label = read_label(d["sem_seg_file_name"])
+            out["sem_seg_file_name"] = d["sem_seg_file_name"]  # so later errors name the label file
             label, out_of_range_pixels = self._check_label_values(label, d["sem_seg_file_name"])
             if label.shape != image.shape[:2]:
                 raise DatasetError(f"{d['sem_seg_file_name']}: label size {label.shape[1]}x{label.shape[0]} "
