@@ -60,7 +60,7 @@ def test_main_configs_follow_the_paper_schedule():
 def test_ablation_switches():
     base = _load("configs/isaid/ablations/baseline.yaml")
     assert base.MODEL.GUIDANCE.ENCODER == "CLIP" and base.MODEL.AEROSEG.BACK_PROJECTION_TARGET == "NONE"
-    assert base.MODEL.CLIP.PROMPT_TEMPLATES == ["A photo of a {} in a scene"]
+    assert base.MODEL.CLIP.PROMPT_TEMPLATES == ["A photo of a {} in the scene"]
     a, b = _load("configs/dlrsd/ablations/config_a.yaml"), _load("configs/dlrsd/ablations/config_b.yaml")
     assert a.MODEL.GUIDANCE.ENCODER == b.MODEL.GUIDANCE.ENCODER == "SAM"
     assert (a.MODEL.AEROSEG.BACK_PROJECTION_TARGET, b.MODEL.AEROSEG.BACK_PROJECTION_TARGET) == ("NONE", "SAM")

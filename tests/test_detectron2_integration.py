@@ -110,7 +110,7 @@ def test_tiny_config_with_base_merges_into_the_detectron2_config():
     assert isinstance(cfg, d2_config.CfgNode)
     assert cfg.MODEL.CLIP.IMAGE_SIZE == 64 and cfg.MODEL.SAM.VARIANT == "vit_b"  # tiny_cpu.yaml
     assert cfg.SOLVER.OPTIMIZER == "ADAMW" and cfg.SOLVER.CLIP_MULTIPLIER == 0.01  # Base (_BASE_)
-    assert cfg.MODEL.CLIP.PROMPT_TEMPLATES[0] == "A satellite image of a {}."  # Base
+    assert cfg.MODEL.CLIP.PROMPT_TEMPLATES[0] == "A satellite image of a {}"  # Base
     assert cfg.MODEL.CLIP.ARCH_OVERRIDES.vision_cfg.layers == 2  # new_allowed node
     assert cfg.SOLVER.MAX_ITER == 7 and cfg.MODEL.AEROSEG.FEATURE_DIM == 24  # command-line opts
     assert "RPN" in cfg.MODEL and "ROI_HEADS" in cfg.MODEL  # detectron2's own keys are kept

@@ -148,8 +148,10 @@ def test_gradients_reach_exactly_the_intended_parameters():
     sam = _grad_norms(model.guidance_encoder)
     assert sam and all(g is None for g in sam.values())
     clip = {n: g for n, g in _grad_norms(model.clip_backbone).items()}
-    tuned = {n for n in clip if ".parametrizations.in_proj_" in n and n[-1] in "02"}
-    assert tuned and all(clip[n] > 0 for n in tuned)
+    # q/v projection weights (not the biases); the last image block's q is unused in "value" mode
+    last_q = "clip.visual.transformer.resblocks.1.attn.parametrizations.in_proj_weight.original0"
+    tuned = {n for n in clip if ".parametrizations.in_proj_weight" in n and n[-1] in "02" and n != last_q}
+    assert last_q in clip and len(tuned) == 2 * 4 - 1 and all(clip[n] > 0 for n in tuned)
     assert all(g is None for n, g in clip.items() if n not in tuned)
     head = {n: g for n, g in _grad_norms(model).items()
             if not n.startswith(("clip_backbone.", "guidance_encoder."))}
@@ -212,7 +214,8 @@ def test_paper_config_parameter_counts_on_meta_device():
     assert 300e6 < sam < 315e6  # SAM ViT-L image encoder (without the unused neck)
     assert 1e6 < head < 10e6
     trainable_clip = count_parameters(model.clip_backbone, trainable_only=True)
-    assert trainable_clip == 12 * 2 * (768 * 768 + 768) + 12 * 2 * (512 * 512 + 512)  # q/v of both towers
+    # W_q/W_v of both towers, without biases, less the last image block's W_q (unused by the dense path)
+    assert trainable_clip == (12 * 2 - 1) * 768 * 768 + 12 * 2 * 512 * 512
     assert count_parameters(model.guidance_encoder, trainable_only=True) == 0
 
 

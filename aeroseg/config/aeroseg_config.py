@@ -3,15 +3,17 @@ import copy
 
 from fvcore.common.config import CfgNode
 
-# The four remote-sensing prompt templates of the paper (Sec. 3.1, after Li et al.).
+# The four remote-sensing prompt templates of the paper (Sec. 3.1, after Li et al.), as printed
+# there (no full stop).
 REMOTE_SENSING_TEMPLATES = [
-    "A satellite image of a {}.",
-    "A land use image of a {}.",
-    "A remote sensing image of a {}.",
-    "An aerial image of a {}.",
+    "A satellite image of a {}",
+    "A land use image of a {}",
+    "A remote sensing image of a {}",
+    "An aerial image of a {}",
 ]
-# The single generic template of the Baseline / Config-A / Config-B ablations (Table 3).
-GENERIC_TEMPLATES = ["A photo of a {} in a scene"]
+# The single generic template of the Baseline / Config-A / Config-B ablations (Table 3): CAT-Seg's
+# and OVRS's "single" prompt, which the paper quotes in Sec. 3.1 (its Sec. 4.5 says "in a scene").
+GENERIC_TEMPLATES = ["A photo of a {} in the scene"]
 
 # OpenAI CLIP and SAM pixel statistics on the 0..255 RGB scale.
 CLIP_PIXEL_MEAN = [122.7709383, 116.7460125, 104.09373615]
@@ -49,6 +51,7 @@ def add_aeroseg_config(cfg: CfgNode) -> None:
     cfg.SOLVER.OPTIMIZER = "ADAMW"  # the paper trains with AdamW
     cfg.SOLVER.POLY_LR_POWER = 0.9  # exponent of SOLVER.LR_SCHEDULER_NAME "WarmupPolyLR"
     cfg.INPUT.RANDOM_ROTATE_90 = False  # training augmentation: rotate by a random multiple of 90 degrees
+    cfg.INPUT.COLOR_AUG_SSD = False  # training augmentation: SSD photometric distortions of the image (CAT-Seg's COLOR_AUG_SSD)
     # Extra datasets: [{NAME, ROOT, CLASSES, UNSEEN}] registered as NAME_train / NAME_val (see README).
     cfg.DATASETS.CUSTOM = []
     cfg.DATALOADER.SKIP_BAD_SAMPLES = False  # training: skip (and count) unreadable samples instead of stopping
@@ -61,7 +64,9 @@ def add_aeroseg_config(cfg: CfgNode) -> None:
     cfg.MODEL.CLIP.IMAGE_SIZE = 384  # CLIP input side; 384 / patch 16 = 24x24 dense tokens
     # open_clip model-config entries that replace the named architecture's (e.g. a tiny test model).
     cfg.MODEL.CLIP.ARCH_OVERRIDES = CN(new_allowed=True)
-    cfg.MODEL.CLIP.FINETUNE = "attention_qv"  # "attention_qv" (paper), "none" (frozen) or "full"
+    cfg.MODEL.CLIP.FINETUNE = "attention_qv"  # "attention_qv" (paper: q/v projection weights), "none" (frozen) or "full"
+    # Dense image features: "value" (CAT-Seg/OVRS: last block without token mixing) or "tokens" (its ordinary output).
+    cfg.MODEL.CLIP.DENSE_FEATURES = "value"
     cfg.MODEL.CLIP.PIXEL_MEAN = list(CLIP_PIXEL_MEAN)  # CLIP normalisation mean (0..255 RGB)
     cfg.MODEL.CLIP.PIXEL_STD = list(CLIP_PIXEL_STD)  # CLIP normalisation std (0..255 RGB)
     cfg.MODEL.CLIP.ROTATIONS = [0, 90, 180, 270]  # degrees (multiples of 90) the image is rotated by
@@ -116,4 +121,6 @@ def add_aeroseg_config(cfg: CfgNode) -> None:
     cfg.MODEL.AEROSEG.BACK_PROJECTION_TARGET = "SAM"  # L_sem target: "SAM" (F3 of SAM or SAM 2), "CLIP" (dense CLIP), "RGB" (pixels), "NONE"
     cfg.MODEL.AEROSEG.BACK_PROJECTION_HIDDEN_DIM = 512  # hidden width of the 3-layer back-projection MLP
     cfg.MODEL.AEROSEG.BCE_WEIGHT = 1.0  # weight of L_bce
+    # Ignored pixels in L_bce: "negative" (CAT-Seg/OVRS: all-zero target for every class) or "exclude" (dropped).
+    cfg.MODEL.AEROSEG.BCE_IGNORED = "negative"
     cfg.MODEL.AEROSEG.SEM_WEIGHT = 1.0  # weight of L_sem (paper: L = L_bce + L_sem)

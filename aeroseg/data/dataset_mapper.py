@@ -11,7 +11,14 @@ from PIL import Image
 from ..config.configurable import configurable
 from .catalog import MetadataCatalog
 from .datasets.sem_seg_folder import DatasetError
-from .transforms import RandomCrop, RandomFlip, RandomRotate90, ResizeShortestEdge, apply_augmentations
+from .transforms import (
+    ColorAugSSD,
+    RandomCrop,
+    RandomFlip,
+    RandomRotate90,
+    ResizeShortestEdge,
+    apply_augmentations,
+)
 
 __all__ = ["SemSegDatasetMapper", "training_label_map", "read_image", "read_label", "OUT_OF_RANGE_POLICIES"]
 
@@ -60,8 +67,10 @@ class SemSegDatasetMapper:
 
     Returns ``{"file_name", "image": uint8 (3, H, W), "sem_seg": long (H, W), "sem_seg_file_name",
     "height", "width"}``.
-    At test time labels keep the dataset's full class indices and ``height``/``width`` are the
-    original image size.
+    At test time labels keep the dataset's full class indices and their size, ``height``/``width``
+    are the original image size (the model predicts at that size), and the image alone is resized
+    to ``INPUT.MIN_SIZE_TEST`` on its short side (capped by ``INPUT.MAX_SIZE_TEST``; 0 keeps it),
+    as detectron2's and CAT-Seg's test mappers do.
 
     Label values that are neither a class index (``0..num_classes-1``) nor ``ignore_label`` are an
     error naming the label file and the values (``out_of_range="error"``), or become
@@ -72,11 +81,13 @@ class SemSegDatasetMapper:
     @configurable
     def __init__(self, is_train: bool = True, *, augmentations: Sequence = (),
                  label_map: Optional[np.ndarray] = None, ignore_label: int = 255,
-                 num_classes: Optional[int] = None, out_of_range: str = "error", dataset_name: str = ""):
+                 num_classes: Optional[int] = None, out_of_range: str = "error", dataset_name: str = "",
+                 test_resize: Optional[ResizeShortestEdge] = None):
         if out_of_range not in OUT_OF_RANGE_POLICIES:
             raise DatasetError(f"DATALOADER.OUT_OF_RANGE_LABELS={out_of_range!r}: expected one of "
                                f"{', '.join(OUT_OF_RANGE_POLICIES)}")
         self.is_train = is_train
+        self.test_resize = test_resize
         self.augmentations: List = list(augmentations)
         self.label_map = label_map
         self.ignore_label = ignore_label
@@ -106,6 +117,8 @@ class SemSegDatasetMapper:
                                            cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING))
             if cfg.INPUT.CROP.ENABLED:
                 augs.append(RandomCrop(cfg.INPUT.CROP.SIZE, ignore))
+            if cfg.INPUT.COLOR_AUG_SSD:  # after the crop, before the flip: CAT-Seg's order
+                augs.append(ColorAugSSD())
             flip = cfg.INPUT.RANDOM_FLIP
             if flip not in ("none", "horizontal", "vertical", "both"):
                 raise DatasetError(f"INPUT.RANDOM_FLIP={flip!r}: expected none, horizontal, vertical or both")
@@ -113,9 +126,12 @@ class SemSegDatasetMapper:
                 augs.append(RandomFlip(horizontal=flip in ("horizontal", "both"), vertical=flip in ("vertical", "both")))
             if cfg.INPUT.RANDOM_ROTATE_90:
                 augs.append(RandomRotate90())
+        test_resize = None
+        if not is_train and cfg.INPUT.MIN_SIZE_TEST > 0:
+            test_resize = ResizeShortestEdge((cfg.INPUT.MIN_SIZE_TEST,), cfg.INPUT.MAX_SIZE_TEST, "choice")
         return {"is_train": is_train, "augmentations": augs, "label_map": label_map, "ignore_label": ignore,
                 "num_classes": num_classes, "out_of_range": cfg.DATALOADER.OUT_OF_RANGE_LABELS,
-                "dataset_name": ", ".join(names)}
+                "dataset_name": ", ".join(names), "test_resize": test_resize}
 
     def _check_label_values(self, label: np.ndarray, path: str):
         """``(label, number of out-of-range pixels)``; raises under the "error" policy."""
@@ -162,6 +178,9 @@ class SemSegDatasetMapper:
             rng = rng if rng is not None else np.random.default_rng()
             image, label = apply_augmentations(self.augmentations, image, label, rng)
             out["height"], out["width"] = image.shape[:2]
+        elif self.test_resize is not None:
+            # image only: the label stays at the size the model's output is evaluated at
+            image, _ = self.test_resize(image, image[..., 0], np.random.default_rng(0))
         out["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         if label is not None:
             out["sem_seg"] = torch.from_numpy(label.astype(np.int64))

@@ -1,4 +1,5 @@
-"""Geometric augmentations applied identically to an image (H, W, 3) and its label (H, W).
+"""Training augmentations: geometric ones applied identically to an image (H, W, 3) and its label
+(H, W), and photometric ones (:class:`ColorAugSSD`) applied to the image only.
 
 Every random choice is drawn from the ``rng`` (a ``numpy.random.Generator``) passed in. The
 training loader derives it from (SEED, position of the sample in the training stream), so the
@@ -10,7 +11,7 @@ from typing import Sequence, Tuple
 import cv2
 import numpy as np
 
-__all__ = ["ResizeShortestEdge", "RandomCrop", "RandomFlip", "RandomRotate90", "apply_augmentations"]
+__all__ = ["ResizeShortestEdge", "RandomCrop", "RandomFlip", "RandomRotate90", "ColorAugSSD", "apply_augmentations"]
 
 
 class ResizeShortestEdge:
@@ -76,6 +77,61 @@ class RandomRotate90:
     def __call__(self, image, label, rng: np.random.Generator):
         k = int(rng.integers(4))
         return np.rot90(image, k), np.rot90(label, k)
+
+
+class ColorAugSSD:
+    """SSD's photometric distortions (Liu et al., ECCV 2016), CAT-Seg's ``INPUT.COLOR_AUG_SSD``.
+
+    The same distortions and ranges as detectron2's ``ColorAugSSDTransform`` used by CAT-Seg and
+    OVRS: brightness (probability 1/2, offset uniform in +-``brightness_delta``), then in random
+    order either contrast, saturation, hue or saturation, hue, contrast; contrast and saturation
+    (each probability 1/2) scale by a factor uniform in [low, high], hue (probability 1/2) shifts
+    by an integer uniform in +-``hue_delta`` on OpenCV's 0..179 scale. Each step clips to 0..255
+    and truncates to uint8. The label is returned unchanged.
+    """
+
+    def __init__(self, brightness_delta: float = 32, contrast_range=(0.5, 1.5),
+                 saturation_range=(0.5, 1.5), hue_delta: int = 18):
+        self.brightness_delta = float(brightness_delta)
+        self.contrast_range = tuple(float(v) for v in contrast_range)
+        self.saturation_range = tuple(float(v) for v in saturation_range)
+        self.hue_delta = int(hue_delta)
+
+    @staticmethod
+    def _affine(values: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
+        return np.clip(values.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+
+    def _contrast(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if rng.random() < 0.5:
+            image = self._affine(image, alpha=rng.uniform(*self.contrast_range))
+        return image
+
+    def _saturation(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if rng.random() < 0.5:
+            hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
+            hsv[..., 1] = self._affine(hsv[..., 1], alpha=rng.uniform(*self.saturation_range))
+            image = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+        return image
+
+    def _hue(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if rng.random() < 0.5:
+            hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
+            shift = int(rng.integers(-self.hue_delta, self.hue_delta + 1))
+            hsv[..., 0] = ((hsv[..., 0].astype(np.int64) + shift) % 180).astype(np.uint8)
+            image = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+        return image
+
+    def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"INPUT.COLOR_AUG_SSD needs uint8 RGB images (H, W, 3), got {image.dtype} {image.shape}")
+        image = np.ascontiguousarray(image)
+        if rng.random() < 0.5:
+            image = self._affine(image, beta=rng.uniform(-self.brightness_delta, self.brightness_delta))
+        if rng.random() < 0.5:
+            image = self._hue(self._saturation(self._contrast(image, rng), rng), rng)
+        else:
+            image = self._contrast(self._hue(self._saturation(image, rng), rng), rng)
+        return image, label
 
 
 def apply_augmentations(augmentations, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):

@@ -22,6 +22,7 @@ __all__ = ["AerOSeg"]
 logger = logging.getLogger(__name__)
 
 BACK_PROJECTION_TARGETS = ("SAM", "CLIP", "RGB", "NONE")
+BCE_IGNORED_MODES = ("negative", "exclude")
 
 
 @META_ARCH_REGISTRY.register()
@@ -65,6 +66,7 @@ class AerOSeg(nn.Module):
         bce_weight: float = 1.0,
         sem_weight: float = 1.0,
         ignore_value: int = 255,
+        bce_ignored: str = "negative",
     ):
         super().__init__()
         self.clip_backbone = clip_backbone
@@ -72,6 +74,9 @@ class AerOSeg(nn.Module):
         self.ignore_value = int(ignore_value)
         self.bce_weight = float(bce_weight)
         self.sem_weight = float(sem_weight)
+        if bce_ignored not in BCE_IGNORED_MODES:
+            raise ConfigError(f"MODEL.AEROSEG.BCE_IGNORED={bce_ignored!r}: expected one of {BCE_IGNORED_MODES}")
+        self.bce_ignored = bce_ignored
         self._vocabulary: List[str] = []
         self._text_cache: Optional[torch.Tensor] = None
         if vocabulary:
@@ -164,6 +169,7 @@ class AerOSeg(nn.Module):
             "bce_weight": a.BCE_WEIGHT,
             "sem_weight": a.SEM_WEIGHT,
             "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            "bce_ignored": a.BCE_IGNORED,
         }
 
     # ------------------------------------------------------------------ vocabulary
@@ -232,7 +238,8 @@ class AerOSeg(nn.Module):
         h, w = dense.shape[-2:]
         x = self.correlation_embed(correlation_volume(dense, text))
         spatial_guidance = self.spatial_guidance_proj(_resize(taps[-1], (h, w)))
-        text_guidance = self.text_guidance_proj(text.mean(dim=1)).unsqueeze(0)  # (1, T, C_t)
+        # Prompt-averaged text embedding, re-normalised (as CAT-Seg) before P_t.
+        text_guidance = self.text_guidance_proj(F.normalize(text.mean(dim=1), dim=-1)).unsqueeze(0)  # (1, T, C_t)
         for block in self.refinement:
             x = block(x, spatial_guidance, text_guidance)
         logits = self.decoder(x, [taps[t] for t in self.decoder_guidance_taps])
@@ -248,7 +255,8 @@ class AerOSeg(nn.Module):
 
         if self.training:
             targets = [item["sem_seg"].to(self.device) for item in batched_inputs]
-            losses = {"loss_bce": self.bce_weight * segmentation_bce_loss(logits, targets, self.ignore_value)}
+            losses = {"loss_bce": self.bce_weight * segmentation_bce_loss(
+                logits, targets, self.ignore_value, ignored=self.bce_ignored)}
             if self.back_projection is not None:
                 reconstruction = self.back_projection(refined)
                 target = self._back_projection_target(guidance, clip_features, clip_images)

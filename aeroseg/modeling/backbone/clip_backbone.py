@@ -1,7 +1,9 @@
 """CLIP vision-language backbone (paper Sec. 3.1, "Vision-Language Backbone").
 
 Wraps an open_clip ``CLIP`` model and provides:
-  * dense, projected patch embeddings of an image and its rotations, rotated back (Eq. 1);
+  * dense, projected patch embeddings of an image and its rotations, rotated back (Eq. 1),
+    by default as CAT-Seg computes them (the last block without token mixing, see
+    :func:`value_dense_tokens`);
   * text embeddings of every class under every prompt template (Eq. 2);
   * the fine-tuning recipe of the paper (only attention q/v projections trainable).
 """
@@ -20,11 +22,14 @@ from ...utils.errors import CheckpointError, ConfigError, one_line
 from .qv_finetune import split_qkv_for_finetuning
 from .rotation import multi_rotation_features, rotation_steps
 
-__all__ = ["CLIPBackbone", "build_clip_model", "build_clip_backbone"]
+__all__ = ["CLIPBackbone", "build_clip_model", "build_clip_backbone", "value_dense_tokens"]
 
 logger = logging.getLogger(__name__)
 
 _FINETUNE_MODES = ("none", "attention_qv", "full")
+# "value": CAT-Seg's / OVRS's dense path (last block without attention mixing); "tokens": the
+# ordinary last-block patch tokens.
+DENSE_FEATURE_MODES = ("value", "tokens")
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
 
 
@@ -131,6 +136,8 @@ class CLIPBackbone(nn.Module):
         templates: prompt templates with one ``{}`` for the class name.
         guidance_layers: 0-based image-tower blocks whose outputs :meth:`forward` also returns
             (used only when CLIP features guide the head, the paper's Baseline).
+        dense_features: ``"value"`` (CAT-Seg: :func:`value_dense_tokens`) or ``"tokens"`` (the
+            ordinary output tokens of the last block), both through ``ln_post`` and ``proj``.
     """
 
     def __init__(
@@ -145,8 +152,14 @@ class CLIPBackbone(nn.Module):
         batch_rotations: bool = True,
         templates: Sequence[str] = ("A photo of a {}.",),
         guidance_layers: Sequence[int] = (),
+        dense_features: str = "value",
     ):
         super().__init__()
+        if dense_features not in DENSE_FEATURE_MODES:
+            raise ConfigError(
+                f"MODEL.CLIP.DENSE_FEATURES={dense_features!r}: expected one of {DENSE_FEATURE_MODES}"
+            )
+        self.dense_features = dense_features
         self.clip = clip_model
         self.tokenizer = tokenizer
         self.image_size = int(image_size)
@@ -167,6 +180,8 @@ class CLIPBackbone(nn.Module):
                 f"(the image tower has blocks 0..{depth - 1})"
             )
         self.guidance_layers = tuple(int(i) for i in guidance_layers)
+        if dense_features == "value":
+            _check_value_path_supported(self.clip.visual.transformer.resblocks[-1])
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), False)
 
@@ -214,22 +229,35 @@ class CLIPBackbone(nn.Module):
     def _dense_tokens(self, x: torch.Tensor) -> List[torch.Tensor]:
         """(N, 3, S, S) -> [projected dense features (N, D, h, w), *guidance layers (N, W, h, w)]."""
         visual = self.clip.visual
-        last = len(visual.transformer.resblocks) - 1
-        indices = sorted(set(self.guidance_layers) | {last})
-        out = visual.forward_intermediates(
-            x, indices=indices, intermediates_only=True, output_fmt="NLC", stop_early=True
-        )["image_intermediates"]
-        by_index = dict(zip(indices, out))
-        n, length, _ = by_index[last].shape
+        blocks = visual.transformer.resblocks
+        last = len(blocks) - 1
+        batch_first = getattr(visual.transformer, "batch_first", True)
+        tokens = visual._embeds(x)  # (N, 1 + h*w, W), class token first
+        tokens = tokens if batch_first else tokens.transpose(0, 1)
+        taps: Dict[int, torch.Tensor] = {}
+        for i, block in enumerate(blocks[:-1]):
+            tokens = block(tokens)
+            if i in self.guidance_layers:
+                taps[i] = tokens
+        if self.dense_features == "tokens" or last in self.guidance_layers:
+            taps[last] = blocks[-1](tokens)
+        if not batch_first:
+            taps = {i: t.transpose(0, 1) for i, t in taps.items()}
+            tokens = tokens.transpose(0, 1)
+        if self.dense_features == "value":
+            final = value_dense_tokens(blocks[-1], tokens)
+        else:
+            final = taps[last]
+        # ln_post and proj, exactly what the pooled token goes through, so the dense features
+        # live in the text embedding space.
+        dense = visual.ln_post(final[:, 1:]) @ visual.proj
+        n, length, _ = dense.shape
         side = int(round(length ** 0.5))
-        # Dense projected features: the final layer's patch tokens through ln_post and proj,
-        # exactly what the pooled token goes through, so they live in the text embedding space.
-        dense = visual.ln_post(by_index[last]) @ visual.proj
 
         def to_map(t: torch.Tensor) -> torch.Tensor:
             return t.transpose(1, 2).reshape(n, t.shape[-1], side, side)
 
-        return [to_map(dense)] + [to_map(by_index[i]) for i in self.guidance_layers]
+        return [to_map(dense)] + [to_map(taps[i][:, 1:]) for i in self.guidance_layers]
 
     def forward(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Dense features of every rotation, aligned with the unrotated image.
@@ -259,17 +287,60 @@ class CLIPBackbone(nn.Module):
         return emb.view(len(class_names), len(self.templates), -1)
 
 
-def _configure_finetuning(clip_model: nn.Module, mode: str) -> None:
+def value_dense_tokens(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """CAT-Seg's dense pass through a transformer block, without token mixing.
+
+    Every token skips attention: its value projection goes through the output projection, the
+    block input's class token is the residual, then the block's MLP residual follows:
+    ``y_i = out_proj(W_v ln_1(x_i) + b_v) + x_cls``, ``z_i = y_i + mlp(ln_2(y_i))``. This is
+    ``forward_dense`` of CAT-Seg's ``model_vpt.py`` (also used by OVRS) on open_clip's modules.
+    W_q, W_k (and their biases) of this block therefore get no gradient.
+
+    Args:
+        block: an open_clip ``ResidualAttentionBlock`` (``nn.MultiheadAttention`` inside).
+        x: (N, 1 + L, W) block input, batch first, class token first.
+    Returns:
+        (N, 1 + L, W) output tokens (the class token goes through the same computation).
+    """
+    attn = block.attn
+    width = x.shape[-1]
+    # The packed (possibly re-parametrized) in-projection: rows [2W, 3W) are W_v.
+    w_v = attn.in_proj_weight[2 * width:]
+    b_v = attn.in_proj_bias[2 * width:] if attn.in_proj_bias is not None else None
+    values = F.linear(block.ln_1(x), w_v, b_v)
+    y = block.ls_1(attn.out_proj(values)) + x[:, :1]
+    return y + block.ls_2(block.mlp(block.ln_2(y)))
+
+
+def _check_value_path_supported(block: nn.Module) -> None:
+    attn = getattr(block, "attn", None)
+    needed = ("ln_1", "ln_2", "mlp", "ls_1", "ls_2")
+    if (not isinstance(attn, nn.MultiheadAttention) or not attn._qkv_same_embed_dim
+            or not all(hasattr(block, n) for n in needed)):
+        raise ConfigError(
+            f"MODEL.CLIP.DENSE_FEATURES='value' needs open_clip's standard ResidualAttentionBlock with "
+            f"nn.MultiheadAttention in the image tower, got {type(block).__name__}; use 'tokens'"
+        )
+
+
+def _configure_finetuning(clip_model: nn.Module, mode: str, dense_features: str = "value") -> None:
     """Set requires_grad of the CLIP model for ``mode`` (see MODEL.CLIP.FINETUNE).
 
     The packed attention projections are always split into q/k/v so the state-dict layout does
     not depend on the fine-tuning mode (a model trained with q/v tuning loads into a frozen one).
+    ``"attention_qv"`` trains the q and v projection weights (not the packed biases), as the
+    paper and CAT-Seg. With ``dense_features="value"`` the image tower's last W_q cannot affect
+    the output (:func:`value_dense_tokens`), so it is frozen too: DDP (without
+    ``find_unused_parameters``) would otherwise fail on a parameter that never gets a gradient.
     """
     if mode not in _FINETUNE_MODES:
         raise ConfigError(f"MODEL.CLIP.FINETUNE={mode!r}: expected one of {_FINETUNE_MODES}")
     clip_model.requires_grad_(mode == "full")
     trainable = {"none": (), "attention_qv": ("q", "v"), "full": ("q", "k", "v")}[mode]
-    split_qkv_for_finetuning(clip_model, trainable=trainable)
+    split_qkv_for_finetuning(clip_model, trainable=trainable, train_biases=mode == "full")
+    if mode == "attention_qv" and dense_features == "value":
+        last_attn = clip_model.visual.transformer.resblocks[-1].attn
+        last_attn.parametrizations.in_proj_weight.original0.requires_grad_(False)  # W_q
 
 
 def build_clip_backbone(cfg, guidance_layers: Sequence[int] = ()) -> CLIPBackbone:
@@ -285,7 +356,7 @@ def build_clip_backbone(cfg, guidance_layers: Sequence[int] = ()) -> CLIPBackbon
         raise ConfigError(f"MODEL.CLIP.ROTATIONS={list(c.ROTATIONS)}: {exc}") from None
     overrides = _to_dict(c.ARCH_OVERRIDES)
     clip_model = build_clip_model(c.NAME, c.PRETRAINED, c.IMAGE_SIZE, overrides)
-    _configure_finetuning(clip_model, c.FINETUNE)
+    _configure_finetuning(clip_model, c.FINETUNE, c.DENSE_FEATURES)
     tokenizer = open_clip.get_tokenizer(c.NAME)
     backbone = CLIPBackbone(
         clip_model,
@@ -297,6 +368,7 @@ def build_clip_backbone(cfg, guidance_layers: Sequence[int] = ()) -> CLIPBackbon
         batch_rotations=c.ROTATION_BATCHING == "batched",
         templates=c.PROMPT_TEMPLATES,
         guidance_layers=guidance_layers,
+        dense_features=c.DENSE_FEATURES,
     )
     if c.IMAGE_SIZE % backbone.patch_size != 0:
         raise ConfigError(

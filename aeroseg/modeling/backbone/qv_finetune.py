@@ -5,6 +5,8 @@ single ``in_proj_weight`` (3D, D) (and ``in_proj_bias`` (3D,)). Freezing "k but 
 be done with ``requires_grad`` on one tensor, and masking its gradient is not enough (AdamW's
 decoupled weight decay would still shrink W_k). So the packed tensor is re-parametrized as the
 concatenation of three separate tensors, of which only q and v are trainable parameters.
+The packed bias is split the same way; the paper ("query and value projection matrices") and
+CAT-Seg train only the weights, so the biases stay frozen unless ``train_biases`` is set.
 """
 from typing import Iterator, Sequence
 
@@ -26,12 +28,16 @@ class PackedQKV(nn.Module):
         return q.clone(), k.clone(), v.clone()
 
 
-def split_qkv_for_finetuning(module: nn.Module, trainable: Sequence[str] = ("q", "v")) -> int:
+def split_qkv_for_finetuning(
+    module: nn.Module, trainable: Sequence[str] = ("q", "v"), train_biases: bool = False
+) -> int:
     """Re-parametrize every ``nn.MultiheadAttention`` below ``module``.
 
     After the call, ``attn.parametrizations.in_proj_weight.original{0,1,2}`` hold W_q, W_k, W_v;
-    those named in ``trainable`` have ``requires_grad=True``, the others ``False``. Same for the
-    bias. Returns the number of attention layers changed. Other parameters are untouched.
+    those named in ``trainable`` have ``requires_grad=True``, the others ``False``. The biases
+    b_q, b_k, b_v (``in_proj_bias.original{0,1,2}``) follow ``trainable`` only if
+    ``train_biases``, else they are frozen. Returns the number of attention layers changed.
+    Other parameters are untouched.
     """
     names = ("q", "k", "v")
     count = 0
@@ -44,8 +50,9 @@ def split_qkv_for_finetuning(module: nn.Module, trainable: Sequence[str] = ("q",
             if not parametrize.is_parametrized(attn, tensor_name):
                 parametrize.register_parametrization(attn, tensor_name, PackedQKV(), unsafe=True)
             originals = attn.parametrizations[tensor_name]
+            train_this = tensor_name == "in_proj_weight" or train_biases
             for i, name in enumerate(names):
-                getattr(originals, f"original{i}").requires_grad_(name in trainable)
+                getattr(originals, f"original{i}").requires_grad_(train_this and name in trainable)
         count += 1
     return count
 
