@@ -172,7 +172,7 @@ def test_training_mapper_hides_unseen_and_reindexes(custom_dataset):
 
 def test_test_mapper_keeps_labels_and_size(custom_dataset):
     name, _ = custom_dataset
-    cfg = tiny_cfg("DATASETS.TEST", f"('{name}_val',)")
+    cfg = tiny_cfg("DATASETS.TEST", f"('{name}_val',)", "INPUT.MIN_SIZE_TEST", "32")  # the tiles' own size
     d = DatasetCatalog.get(f"{name}_val")[0]
     out = SemSegDatasetMapper(cfg, is_train=False)(d)
     assert (out["sem_seg"][:, 16:24] == 2).all() and (out["sem_seg"][:, 24:] == 3).all()
