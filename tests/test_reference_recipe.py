@@ -51,7 +51,7 @@ def test_value_path_does_not_mix_tokens_but_adds_the_class_token():
 def test_dense_feature_modes_differ_and_bad_mode_is_a_config_error():
     images = build_tiny().clip_backbone.preprocess([torch.rand(3, 64, 64) * 255])
     with torch.no_grad():
-        value = build_tiny()(images) if False else build_tiny().clip_backbone(images)["dense"]
+        value = build_tiny().clip_backbone(images)["dense"]
         tokens = build_tiny("MODEL.CLIP.DENSE_FEATURES", "tokens").clip_backbone(images)["dense"]
     assert value.shape == tokens.shape and (value - tokens).abs().max() > 1e-2
     with pytest.raises(ConfigError, match=r"MODEL.CLIP.DENSE_FEATURES='dense': expected one of"):
