@@ -4,8 +4,8 @@ Each test writes a small synthetic raw release in the official layout (iSAID
 colour masks, DLRSD class folders, OpenEarthMap GeoTIFFs with split lists),
 runs the script's ``main(argv)`` in-process (a few runs go through a
 subprocess to check the command line and exit codes) and checks the tiles.
-Tests on the real sample files in ``../shared/data/samples`` skip when that
-folder is absent.
+Tests on the real sample files (``$AEROSEG_SAMPLES``, default ``../shared/data/samples``)
+skip when that folder is absent.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import require_samples
+
 REPO = Path(__file__).resolve().parents[1]
 DATASETS_DIR = REPO / "datasets"
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "samples"
 
 sys.path.insert(0, str(DATASETS_DIR))
 
@@ -555,15 +556,8 @@ def test_oem_unreadable_geotiff(oem_raw, tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- #
-# Real samples (../shared/data/samples)
+# Real samples ($AEROSEG_SAMPLES, default ../shared/data/samples; see conftest.py)
 # --------------------------------------------------------------------------- #
-
-
-def require_samples(*parts: str) -> Path:
-    path = SAMPLES.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real dataset samples not found at {path} (they live outside the repo)")
-    return path
 
 
 def label_values(folder: Path) -> set:
