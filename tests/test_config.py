@@ -1,10 +1,25 @@
 import re
+import subprocess
+import sys
 
 import pytest
+import yaml
 
-from aeroseg.config import REMOTE_SENSING_TEMPLATES, get_cfg
+from aeroseg.config import REMOTE_SENSING_TEMPLATES, add_aeroseg_config, get_cfg
 from aeroseg.config import aeroseg_config as aeroseg_config_module
-from conftest import BASE_CONFIG, TINY_CONFIG, tiny_cfg
+from aeroseg.config.defaults import _C as STANDARD_KEYS
+from conftest import BASE_CONFIG, REPO, TINY_CONFIG, tiny_cfg
+
+
+def _leaves(node, prefix=""):
+    """{"A.B.C": value} for every non-node entry of a (nested) CfgNode."""
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
 
 
 def test_standard_detectron2_keys_present():
@@ -18,11 +33,61 @@ def test_standard_detectron2_keys_present():
         for part in key.split("."):
             assert part in node, f"missing {key}"
             node = node[part]
-    assert cfg.MODEL.META_ARCHITECTURE == "AerOSeg"
+
+
+def test_add_aeroseg_config_only_adds_keys():
+    # Mask2Former / CAT-Seg convention: add_*_config adds the project's keys and leaves
+    # detectron2's values alone; the project's values of detectron2's keys are in its base YAML.
+    cfg = STANDARD_KEYS.clone()
+    before = _leaves(cfg)
+    add_aeroseg_config(cfg)
+    after = _leaves(cfg)
+    changed = {k: (v, after[k]) for k, v in before.items() if after[k] != v}
+    assert not changed, f"add_aeroseg_config changed detectron2 defaults: {changed}"
+    assert len(after) - len(before) > 40 and "MODEL.AEROSEG.FEATURE_DIM" in after
+    # without a config file the model is detectron2's default one, as in detectron2
+    assert get_cfg().MODEL.META_ARCHITECTURE == "GeneralizedRCNN" and get_cfg().INPUT.FORMAT == "BGR"
+
+
+def test_base_yaml_sets_aerosegs_values_of_detectron2_keys():
+    cfg = get_cfg()
+    cfg.merge_from_file(str(BASE_CONFIG))
+    assert cfg.MODEL.META_ARCHITECTURE == "AerOSeg" and cfg.INPUT.FORMAT == "RGB"
+    assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 0 and cfg.MODEL.PIXEL_STD == [58.395, 57.120, 57.375]
+    assert (cfg.SOLVER.BASE_LR, cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.WARMUP_ITERS) == (2e-4, 4, 0)
+    assert (cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE, cfg.INPUT.MAX_SIZE_TRAIN) == ("absolute", [256, 256], 1024)
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml")
+                                        if p.name != "Base-AerOSeg.yaml"))
+def test_every_config_inherits_base_aeroseg(path):
+    chain, current = [], REPO / path
+    while True:
+        chain.append(current.relative_to(REPO).as_posix())
+        base = (yaml.safe_load(current.read_text()) or {}).get("_BASE_")
+        if not base:
+            break
+        current = (current.parent / base).resolve()
+    assert chain[-1] == "configs/Base-AerOSeg.yaml", f"{path} does not inherit Base-AerOSeg.yaml: {chain}"
+
+
+def test_import_aeroseg_registers_and_exports():
+    # A fresh interpreter: `import aeroseg` alone must register the model and the datasets.
+    # The registries are looked up in sys.modules so that the check itself imports nothing.
+    code = ("import sys\n"
+            "import aeroseg\n"
+            "from aeroseg import add_aeroseg_config\n"
+            "registry = sys.modules['aeroseg.modeling.build'].META_ARCH_REGISTRY\n"
+            "assert registry.get('AerOSeg') is aeroseg.AerOSeg\n"
+            "names = set(sys.modules['aeroseg.data.catalog'].DatasetCatalog.list())\n"
+            "assert {'isaid_train', 'isaid_val', 'synthetic_aerial_train'} <= names, names\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_paper_defaults():
     cfg = get_cfg()
+    cfg.merge_from_file(str(BASE_CONFIG))
     assert cfg.MODEL.CLIP.NAME == "ViT-B-16" and cfg.MODEL.CLIP.IMAGE_SIZE == 384
     assert cfg.MODEL.CLIP.ROTATIONS == [0, 90, 180, 270]
     assert cfg.MODEL.CLIP.PROMPT_TEMPLATES == REMOTE_SENSING_TEMPLATES

@@ -1,6 +1,4 @@
 """Every AerOSeg-specific config key, with its paper default and a one-line meaning."""
-import copy
-
 from fvcore.common.config import CfgNode
 
 # The four remote-sensing prompt templates of the paper (Sec. 3.1, after Li et al.), as printed
@@ -22,30 +20,17 @@ SAM_PIXEL_MEAN = [123.675, 116.28, 103.53]
 SAM_PIXEL_STD = [58.395, 57.12, 57.375]
 
 
-def _overlay(dst: CfgNode, src: CfgNode) -> None:
-    """Copy every value of ``src`` into ``dst`` (creating nodes of ``dst``'s class)."""
-    for key, value in src.items():
-        if isinstance(value, CfgNode):
-            if key not in dst:
-                dst[key] = type(dst)(new_allowed=value.is_new_allowed())
-            _overlay(dst[key], value)
-        else:
-            dst[key] = copy.deepcopy(value)
-
-
 def add_aeroseg_config(cfg: CfgNode) -> None:
-    """Add AerOSeg's keys (paper defaults) to ``cfg`` in place.
+    """Add AerOSeg's keys (paper defaults) to ``cfg`` in place; detectron2's keys are not touched.
 
-    ``cfg`` may be detectron2's config: the project's values of detectron2's standard keys
-    (:mod:`aeroseg.config.defaults`) are laid over it first, and new nodes are created with the
-    config's own class (yacs refuses to merge a detectron2 node into an fvcore one).
+    ``cfg`` is ``detectron2.config.get_cfg()`` or, without detectron2, its stand-in
+    :mod:`aeroseg.config.defaults`. Like Mask2Former's and CAT-Seg's ``add_*_config`` this only
+    adds keys: AerOSeg's values of detectron2's keys (``MODEL.META_ARCHITECTURE: "AerOSeg"``,
+    ``INPUT.FORMAT: "RGB"``, ``SOLVER.BASE_LR``, ...) are in ``configs/Base-AerOSeg.yaml``. New
+    nodes are created with the config's own class (yacs refuses to merge a detectron2 node into an
+    fvcore one).
     """
-    from .defaults import _C as project_defaults
-
-    _overlay(cfg, project_defaults)
     CN = type(cfg)
-    cfg.MODEL.META_ARCHITECTURE = "AerOSeg"  # the registered meta-architecture built by build_model
-    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 0  # training classes (back-projection input); 0 = size of the vocabulary
     cfg.SOLVER.CLIP_MULTIPLIER = 0.01  # lr of CLIP's trainable params = BASE_LR x this (2e-6 / 2e-4)
     cfg.SOLVER.GUIDANCE_MULTIPLIER = 0.1  # lr of the guidance encoder when it is fine-tuned (Table 4: 2e-5)
     cfg.SOLVER.OPTIMIZER = "ADAMW"  # the paper trains with AdamW
