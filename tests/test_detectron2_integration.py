@@ -95,14 +95,43 @@ def test_get_cfg_is_a_detectron2_cfgnode_with_all_keys():
     assert cfg.MODEL.META_ARCHITECTURE == "AerOSeg"
 
 
-def test_defaults_do_not_depend_on_whether_detectron2_is_installed():
-    # A config file written for AerOSeg must mean the same thing in both environments, so every
-    # key AerOSeg declares (its own and the detectron2 keys it relies on) has the same default.
-    d2_leaves, standalone = _leaves(get_cfg()), _leaves(_standalone_cfg())
-    differ = {k: (v, d2_leaves[k]) for k, v in standalone.items()
-              if k in d2_leaves and not _same(v, d2_leaves[k])}
-    assert not differ, "defaults (without detectron2, with detectron2) that differ: " + "; ".join(
-        f"{k}: {a!r} vs {b!r}" for k, (a, b) in sorted(differ.items()))
+def _pruned_like(node, template):
+    """A copy of ``node`` holding only the keys that ``template`` has (recursively)."""
+    out = type(node)()
+    for key, value in template.items():
+        out[key] = _pruned_like(node[key], value) if isinstance(value, dict) else node[key]
+    return out
+
+
+def test_standalone_get_cfg_equals_detectron2_get_cfg_plus_add_aeroseg_config():
+    # What a detectron2 user builds (detectron2's get_cfg + add_aeroseg_config) and what AerOSeg
+    # builds without detectron2 must be the same config: same YAML dump on every key the stand-in
+    # declares (it declares a subset of detectron2's keys, not its R-CNN heads), and the same
+    # AerOSeg keys. So a YAML means the same thing in both environments.
+    d2_user_cfg = d2_config.get_cfg()
+    add_aeroseg_config(d2_user_cfg)
+    assert get_cfg().dump() == d2_user_cfg.dump()  # aeroseg.config.get_cfg() is exactly that here
+    standalone = _standalone_cfg()
+    assert _pruned_like(d2_user_cfg, standalone).dump() == standalone.dump()
+    # add_aeroseg_config only adds keys: detectron2's own values are untouched
+    plain = _leaves(d2_config.get_cfg())
+    extended = _leaves(d2_user_cfg)
+    assert {k: extended[k] for k in plain} == plain
+    assert d2_user_cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN" and d2_user_cfg.INPUT.FORMAT == "BGR"
+
+
+def test_the_three_lines_of_a_detectron2_user():
+    # README "detectron2": get_cfg, add_aeroseg_config, merge_from_file; then detectron2 builds AerOSeg.
+    import aeroseg
+
+    cfg = d2_config.get_cfg()
+    aeroseg.add_aeroseg_config(cfg)
+    cfg.merge_from_file(str(TINY_CONFIG))
+    assert cfg.MODEL.META_ARCHITECTURE == "AerOSeg" and cfg.INPUT.FORMAT == "RGB" and cfg.SOLVER.BASE_LR == 0.001
+    assert type(d2_modeling.build_model(cfg)) is aeroseg.AerOSeg
+    from detectron2.data import DatasetCatalog as D2DatasetCatalog
+
+    assert {"isaid_train", "isaid_val", "synthetic_aerial_train"} <= set(D2DatasetCatalog.list())
 
 
 def test_tiny_config_with_base_merges_into_the_detectron2_config():
@@ -239,3 +268,154 @@ def test_train_net_on_detectron2_default_trainer(tmp_path, monkeypatch):
                           "MODEL.WEIGHTS", str(out / "model_final.pth")]) == 0
     ours = json.loads((ev / "inference" / "synthetic_aerial_val" / "sem_seg_results.json").read_text())
     assert ours["metrics"] == d2_metrics["metrics"]
+
+
+# ------------------------------------------------------------------- the two engines are one
+# Every run below is deterministic on the CPU, so "the same weights" means bit-identical tensors.
+ENGINE_OPTS = ("SOLVER.MAX_ITER", "3", "DATASETS.TEST", "()", "SOLVER.CHECKPOINT_PERIOD", "0")
+
+
+@pytest.fixture
+def train_net(tmp_path, monkeypatch):
+    monkeypatch.setenv("AEROSEG_DATASETS", str(tmp_path / "datasets"))
+    monkeypatch.syspath_prepend(str(REPO / "tools"))
+    import train_net as module
+
+    return module
+
+
+def _train(train_net, out, *opts, engine="aeroseg", flags=()):
+    argv = ["--engine", engine, *flags, "--config-file", str(TINY_CONFIG), "OUTPUT_DIR", str(out), *opts]
+    assert train_net.run(argv) == 0, f"train_net {' '.join(argv)} failed"
+    return torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)
+
+
+def _assert_same_weights(a, b):
+    assert list(a["model"]) == list(b["model"])
+    differ = [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])]
+    assert not differ, f"{len(differ)} tensors differ, e.g. {differ[:3]}"
+
+
+def _changed(a, b) -> bool:
+    return any(not torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_engines_give_the_same_weights_plain_clipped_and_bf16(train_net, tmp_path):
+    runs = {}
+    for variant, opts in [
+        ("plain", ()),
+        # full-model norm clipping at 0.01 changes every step (the gradient norm is far above it)
+        ("clipped", ("SOLVER.CLIP_GRADIENTS.ENABLED", "True", "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "full_model",
+                     "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "0.01")),
+        ("bf16", ("SOLVER.AMP.ENABLED", "True")),  # bf16 autocast on the CPU, as the own engine
+    ]:
+        ours = _train(train_net, tmp_path / f"{variant}-own", *ENGINE_OPTS, *opts)
+        theirs = _train(train_net, tmp_path / f"{variant}-d2", *ENGINE_OPTS, *opts, engine="detectron2")
+        _assert_same_weights(ours, theirs)
+        assert {"model", "optimizer", "scheduler", "iteration", "rng"} <= set(theirs)  # one checkpoint format
+        assert theirs["iteration"] == ours["iteration"] == 2
+        runs[variant] = ours
+    # the options took effect (otherwise the comparisons above would prove nothing about them)
+    assert _changed(runs["plain"], runs["clipped"]) and _changed(runs["plain"], runs["bf16"])
+
+
+def test_engines_give_the_same_weights_with_two_processes(train_net, tmp_path):
+    ours = _train(train_net, tmp_path / "own", *ENGINE_OPTS, flags=("--num-gpus", "2"))
+    theirs = _train(train_net, tmp_path / "d2", *ENGINE_OPTS, engine="detectron2", flags=("--num-gpus", "2"))
+    assert (tmp_path / "d2" / "log.txt.rank1").is_file()  # two processes did run
+    _assert_same_weights(ours, theirs)
+
+
+def _record_local_group(path):
+    """Run in each launched process: what detectron2's comm reports about the local group."""
+    from detectron2.utils import comm as d2_comm
+
+    with open(f"{path}.{d2_comm.get_rank()}", "w") as f:
+        f.write(f"{d2_comm.get_local_rank()} {d2_comm.get_local_size()} {d2_comm.get_world_size()}")
+
+
+def test_launch_creates_detectron2_local_process_group(tmp_path):
+    import socket
+
+    from aeroseg.engine import launch
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    launch(_record_local_group, 2, dist_url=f"tcp://127.0.0.1:{port}", args=(str(tmp_path / "rank"),))
+    assert [(tmp_path / f"rank.{r}").read_text() for r in (0, 1)] == ["0 2 2", "1 2 2"]
+
+
+@pytest.mark.parametrize("first,second", [("aeroseg", "detectron2"), ("detectron2", "aeroseg"),
+                                          ("detectron2", "detectron2")])
+def test_resume_continues_exactly_across_engines(train_net, tmp_path, first, second):
+    """A 6-iteration run of ``first``, interrupted after its iteration-2 checkpoint and resumed
+    with ``second``, ends with the weights of the uninterrupted own-engine run."""
+    import shutil
+
+    opts = ("SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "3", "DATASETS.TEST", "()")
+    reference = _train(train_net, tmp_path / "reference", *opts)
+    run = tmp_path / "run"
+    if first == "aeroseg":
+        shutil.copytree(tmp_path / "reference", run)
+    else:
+        _assert_same_weights(_train(train_net, run, *opts, engine=first), reference)
+    # the state of an interruption right after the checkpoint of iteration 2
+    (run / "model_final.pth").unlink()
+    (run / "last_checkpoint").write_text("model_0000002.pth")
+    resumed = _train(train_net, run, *opts, engine=second, flags=("--resume",))
+    _assert_same_weights(resumed, reference)
+    midway = torch.load(run / "model_0000002.pth", map_location="cpu", weights_only=True)
+    assert _changed(midway, reference)  # the resumed run did train iterations 3..5
+
+
+def test_resume_refuses_a_plain_detectron2_checkpoint(train_net, tmp_path, capsys):
+    model = _d2_tiny_model(seed=0)
+    out = tmp_path / "plain-d2"
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    trainer = SimpleTrainer(model, [], optimizer)  # DefaultTrainer's format: states under "trainer"
+    DetectionCheckpointer(model, str(out), trainer=trainer).save("model_0000002", iteration=2)
+    before = (out / "model_0000002.pth").read_bytes()
+    for engine in ("aeroseg", "detectron2"):
+        argv = ["--engine", engine, "--resume", "--config-file", str(TINY_CONFIG), "OUTPUT_DIR", str(out),
+                "SOLVER.MAX_ITER", "4", "DATASETS.TEST", "()"]
+        assert train_net.run(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and "\n" not in err, err
+        assert "DefaultTrainer" in err and "MODEL.WEIGHTS" in err and "model_0000002.pth" in err
+    assert (out / "model_0000002.pth").read_bytes() == before and not (out / "model_final.pth").exists()
+
+
+# ------------------------------------------------------------------------------ evaluation
+def test_test_honours_overrides_and_detectron2_sem_seg_evaluator(tmp_path, monkeypatch):
+    from detectron2.evaluation import SemSegEvaluator
+
+    from aeroseg.data import MetadataCatalog, build_test_loader
+    from aeroseg.engine.detectron2_trainer import Detectron2Trainer
+
+    monkeypatch.setenv("AEROSEG_DATASETS", str(tmp_path / "datasets"))
+    cfg = tiny_cfg("MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path / "out"), with_datasets=True)
+    name = cfg.DATASETS.TEST[0]
+    calls = []
+
+    class Custom(Detectron2Trainer):
+        @classmethod
+        def build_test_loader(cls, cfg, dataset_name):
+            calls.append(("loader", dataset_name))
+            return build_test_loader(cfg, dataset_name)
+
+        @classmethod
+        def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+            calls.append(("evaluator", dataset_name))
+            return SemSegEvaluator(dataset_name, distributed=False, output_dir=str(tmp_path / "d2eval"))
+
+    model = _d2_tiny_model(seed=4)
+    vocabulary = list(model.vocabulary)
+    theirs = Custom.test(cfg, model)
+    assert sorted(calls) == [("evaluator", name), ("loader", name)]
+    assert model.vocabulary == vocabulary  # restored after evaluation on the test set's classes
+    ours = Detectron2Trainer.test(cfg, model)  # AerOSeg's open-vocabulary evaluator
+    # the same predictions scored by two evaluators: the overall mIoU must agree
+    num_classes = len(MetadataCatalog.get(name).stuff_classes)
+    assert len([k for k in theirs["sem_seg"] if k.startswith("IoU-")]) == num_classes
+    assert theirs["sem_seg"]["mIoU"] == pytest.approx(ours["sem_seg"]["mIoU"], abs=1e-6)

@@ -31,6 +31,9 @@ from aeroseg.utils.errors import AerOSegError, ConfigError, one_line  # noqa: E4
 
 
 def setup(args):
+    if not args.config_file:  # get_cfg() alone holds detectron2's defaults, not AerOSeg's (Base-AerOSeg.yaml)
+        raise ConfigError("--config-file is required, e.g. configs/demo/tiny_cpu.yaml (every config inherits "
+                          "configs/Base-AerOSeg.yaml)")
     cfg = get_cfg()
     try:
         if args.config_file:

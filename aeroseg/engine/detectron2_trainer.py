@@ -1,25 +1,143 @@
 """Run AerOSeg on detectron2's ``DefaultTrainer`` (only importable with detectron2 installed).
 
-The model (registered in detectron2's META_ARCH_REGISTRY), data loaders, evaluator, optimizer
-and schedule are AerOSeg's; detectron2 contributes its loop, hooks, event storage and writers.
-Checkpoints have the same format as the own engine's.
+The two engines are interchangeable: the same config gives the same weights on either one.
+detectron2 contributes its loop, hook system, event storage and writers; AerOSeg contributes
+what decides the numbers, so that they cannot drift apart:
+
+* the training step is the own engine's (:meth:`aeroseg.engine.Trainer.run_step`): bf16 autocast
+  where supported (CPU included; fp16 + gradient scaler only on GPUs without bf16) instead of
+  detectron2's fp16 ``AMPTrainer``, and ``SOLVER.CLIP_GRADIENTS`` with the same modes;
+* DDP is created with the own engine's arguments (detectron2's ``create_ddp_model`` would pass a
+  GPU index to a CPU model);
+* checkpoints are the own engine's files, written at the same iterations, with the data position
+  and the RNG states, and ``--resume`` continues either engine's checkpoint exactly (the training
+  loader restarts at ``iteration x IMS_PER_BATCH``) or refuses with a one-line error;
+* evaluation switches the model's vocabulary to each test set's classes, through this class'
+  (or a subclass') ``build_test_loader`` / ``build_evaluator``, with any ``DatasetEvaluator``
+  (detectron2's ``SemSegEvaluator`` included).
 """
+import inspect
+import logging
 import os
+import time
+from collections import OrderedDict
 
-from detectron2.engine import DefaultTrainer
+import torch
+from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, hooks
+from detectron2.evaluation import DatasetEvaluator, print_csv_format
+from detectron2.utils import comm as d2_comm
+from detectron2.utils.logger import setup_logger as d2_setup_logger
 
-from ..data import build_test_loader, build_train_loader
-from ..evaluation import build_evaluator
+from ..checkpoint import AerOSegCheckpointer
+from ..data import MetadataCatalog, build_test_loader, build_train_loader
+from ..evaluation import build_evaluator, inference_on_dataset
 from ..solver import build_lr_scheduler, build_optimizer
-from .trainer import Trainer
+from ..utils.errors import ConfigError
+from .defaults import rng_state
+from .trainer import Trainer, amp_dtype
 
 __all__ = ["Detectron2Trainer"]
 
+logger = logging.getLogger("aeroseg")
+
+
+class _AerOSegStep(SimpleTrainer):
+    """detectron2's ``SimpleTrainer`` whose step is the own engine's ``Trainer.run_step``.
+
+    It holds the attributes that step reads (``cfg``, ``ddp_model``, ``device``, ``amp_enabled``,
+    ``amp_dtype``, ``grad_scaler``, ``optimizer``), so both engines compute every update with one
+    piece of code; detectron2's metric gathering and event storage are kept.
+    """
+
+    _clip_gradients = Trainer._clip_gradients
+
+    def __init__(self, cfg, model, data_loader, optimizer):
+        super().__init__(model, data_loader, optimizer)
+        self.cfg = cfg
+        self.ddp_model = model
+        self.device = getattr(model, "module", model).device
+        self.amp_enabled = bool(cfg.SOLVER.AMP.ENABLED)
+        self.amp_dtype = amp_dtype(self.device)
+        self.grad_scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.amp_enabled and self.amp_dtype == torch.float16)
+
+    def run_step(self):
+        assert self.model.training, "[AerOSeg step] the model was switched to eval mode"
+        start = time.perf_counter()
+        batch = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        losses = Trainer.run_step(self, batch)  # already averaged over processes
+        self._write_metrics({k: torch.tensor(v) for k, v in losses.items() if k != "total_loss"}, data_time)
+
+
+class _CheckpointHook(hooks.HookBase):
+    """Save when the own engine does (every CHECKPOINT_PERIOD iterations, ``model_final`` at the end),
+    in its format: model, optimizer, scheduler, [grad_scaler], iteration and RNG states."""
+
+    def __init__(self, period: int):
+        self.period = int(period)
+
+    def after_step(self):
+        iteration = self.trainer.iter
+        if iteration == self.trainer.max_iter - 1:
+            name = "model_final"
+        elif self.period > 0 and (iteration + 1) % self.period == 0:
+            name = f"model_{iteration:07d}"
+        else:
+            return
+        self.trainer.checkpointer.save(name, iteration=iteration, rng=rng_state())
+
 
 class Detectron2Trainer(DefaultTrainer):
+    def __init__(self, cfg):
+        # DefaultTrainer.__init__ with three substitutions (step, DDP arguments, checkpointer).
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            d2_setup_logger()
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        device = model.device
+        model = create_ddp_model(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=cfg.MODEL.CLIP.FINETUNE == "full",  # as the own engine
+        )
+        self._trainer = _AerOSegStep(cfg, model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        checkpointables = {"optimizer": optimizer, "scheduler": self.scheduler}
+        if self._trainer.grad_scaler.is_enabled():
+            checkpointables["grad_scaler"] = self._trainer.grad_scaler
+        self.checkpointer = AerOSegCheckpointer(model, cfg.OUTPUT_DIR, **checkpointables)
+        self.checkpointer.save_to_disk = d2_comm.is_main_process()
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    # ------------------------------------------------------------------ state
+    def resume_or_load(self, resume: bool = True) -> None:
+        """The own engine's resume (same files, same checks, RNG restored), then the training
+        loader is rebuilt to continue at the checkpoint's data position."""
+        Trainer.resume_or_load(self, resume)
+        if self.start_iter > 0:
+            builder = type(self).build_train_loader
+            if "start_iter" not in inspect.signature(builder).parameters:
+                raise ConfigError(
+                    f"--resume at iteration {self.start_iter}: {type(self).__name__}.build_train_loader(cfg) "
+                    f"takes no start_iter, so the data stream would restart at its first sample; give it a "
+                    f"start_iter argument (see aeroseg.data.build_train_loader)")
+            self._trainer.reset_data_loader(lambda: builder(self.cfg, start_iter=self.start_iter))
+
+    def build_hooks(self):
+        """detectron2's hooks, with its PeriodicCheckpointer replaced by the own engine's schedule."""
+        return [_CheckpointHook(self.cfg.SOLVER.CHECKPOINT_PERIOD) if isinstance(h, hooks.PeriodicCheckpointer)
+                else h for h in super().build_hooks()]
+
+    # ------------------------------------------------------------------ builders
     @classmethod
-    def build_train_loader(cls, cfg):
-        return build_train_loader(cfg)
+    def build_train_loader(cls, cfg, start_iter: int = 0):
+        return build_train_loader(cfg, start_iter=start_iter)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
@@ -37,7 +155,32 @@ class Detectron2Trainer(DefaultTrainer):
     def build_lr_scheduler(cls, cfg, optimizer):
         return build_lr_scheduler(cfg, optimizer)
 
+    # ------------------------------------------------------------------ evaluation
     @classmethod
     def test(cls, cfg, model, evaluators=None):
-        # The vocabulary must switch to each test set's classes: AerOSeg's test does that.
-        return Trainer.test(cfg, getattr(model, "module", model), evaluators)
+        """Evaluate ``model`` on every dataset of ``DATASETS.TEST`` with all of its classes.
+
+        ``DefaultTrainer.test`` plus the vocabulary switch: the model segments each test set's
+        ``stuff_classes`` (the training vocabulary is restored afterwards). Loaders and evaluators
+        come from ``cls.build_test_loader`` / ``cls.build_evaluator`` unless ``evaluators`` (one
+        per test set) is given. Returns ``{dataset: results}``, or the inner dict for one dataset.
+        """
+        model = getattr(model, "module", model)
+        if isinstance(evaluators, DatasetEvaluator):
+            evaluators = [evaluators]
+        if evaluators is not None and len(evaluators) != len(cfg.DATASETS.TEST):
+            raise ValueError(f"{len(evaluators)} evaluators for {len(cfg.DATASETS.TEST)} datasets in DATASETS.TEST")
+        results = OrderedDict()
+        vocabulary = model.vocabulary
+        try:
+            for idx, name in enumerate(cfg.DATASETS.TEST):
+                model.set_vocabulary(MetadataCatalog.get(name).stuff_classes)
+                evaluator = evaluators[idx] if evaluators is not None else cls.build_evaluator(cfg, name)
+                results[name] = inference_on_dataset(model, cls.build_test_loader(cfg, name), evaluator)
+                if d2_comm.is_main_process() and results[name]:
+                    logger.info("Evaluation results for %s in csv format:", name)
+                    print_csv_format(results[name])
+        finally:
+            if vocabulary:
+                model.set_vocabulary(vocabulary)
+        return results[next(iter(results))] if len(results) == 1 else results

@@ -1,4 +1,9 @@
-"""Start one process per GPU on one or several machines (torch.distributed), or under torchrun."""
+"""Start one process per GPU on one or several machines (torch.distributed), or under torchrun.
+
+Where detectron2 is installed, every process also gets detectron2's per-machine ("local") process
+group, which its ``launch()`` creates and its trainer, DDP wrapper and evaluators ask for
+(``comm.get_local_rank()``); so ``--engine detectron2`` runs on several GPUs and under torchrun.
+"""
 import logging
 import os
 from datetime import timedelta
@@ -8,6 +13,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from ..utils.detectron2_compat import detectron2_available
+
 __all__ = ["launch"]
 
 logger = logging.getLogger("aeroseg")
@@ -15,6 +22,21 @@ logger = logging.getLogger("aeroseg")
 
 def _backend() -> str:
     return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def _create_detectron2_local_group(processes_per_machine: int) -> None:
+    if detectron2_available():
+        from detectron2.utils import comm as d2_comm
+
+        d2_comm.create_local_process_group(processes_per_machine)
+
+
+def _destroy_process_groups() -> None:
+    if detectron2_available():
+        from detectron2.utils import comm as d2_comm
+
+        d2_comm._LOCAL_PROCESS_GROUP = None  # detectron2 has no public reset; its group dies with the world
+    dist.destroy_process_group()
 
 
 def launch(main_func: Callable, num_gpus_per_machine: int, num_machines: int = 1, machine_rank: int = 0,
@@ -32,9 +54,10 @@ def launch(main_func: Callable, num_gpus_per_machine: int, num_machines: int = 1
             torch.cuda.set_device(local_rank)
         dist.init_process_group(_backend(), init_method="env://", timeout=timeout)
         try:
+            _create_detectron2_local_group(int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])))
             return main_func(*args)
         finally:
-            dist.destroy_process_group()
+            _destroy_process_groups()
     world_size = num_machines * num_gpus_per_machine
     if world_size <= 1:
         return main_func(*args)
@@ -53,7 +76,8 @@ def _worker(local_rank, main_func, world_size, num_gpus_per_machine, machine_ran
     os.environ["LOCAL_RANK"] = str(local_rank)
     dist.init_process_group(_backend(), init_method=dist_url, world_size=world_size, rank=global_rank, timeout=timeout)
     try:
+        _create_detectron2_local_group(num_gpus_per_machine)
         dist.barrier()
         main_func(*args)
     finally:
-        dist.destroy_process_group()
+        _destroy_process_groups()

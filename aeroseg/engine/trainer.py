@@ -22,6 +22,7 @@ from ..solver import build_lr_scheduler, build_optimizer
 from ..utils import comm
 from .defaults import rng_state, set_rng_state
 from .metrics import MetricsWriter
+from .resume import check_resumable
 
 __all__ = ["Trainer", "amp_dtype", "flatten_results"]
 
@@ -85,6 +86,7 @@ class Trainer:
         scheduler, iteration, RNG). Otherwise load only the model from ``MODEL.WEIGHTS`` (if set)."""
         if resume and self.checkpointer.has_checkpoint():  # last_checkpoint, or the newest complete one
             path = self.checkpointer.get_checkpoint_file()
+            check_resumable(path, self.checkpointer.checkpointables)  # refuse rather than restart silently
             extra = self.checkpointer.load(path)
             self.start_iter = int(extra.get("iteration", -1)) + 1
             if "rng" in extra:

@@ -1,0 +1,47 @@
+"""What ``--resume`` needs from a checkpoint to continue a run exactly, on either engine.
+
+Both engines (the own loop and detectron2's ``DefaultTrainer``, see README "Engines") write the
+same file: ``{"model", "optimizer", "scheduler", ["grad_scaler"], "iteration", "rng"}``. The
+iteration gives the data position (the sampler restarts at ``iteration x IMS_PER_BATCH``) and
+"rng" the Python / NumPy / torch random states. A file without one of these (weights only, or one
+written by plain detectron2, whose ``DefaultTrainer`` nests the optimizer under "trainer") would
+silently restart the optimizer, the schedule or the data stream, so it is refused instead.
+"""
+from typing import Iterable
+
+import torch
+
+from ..utils.errors import CheckpointError
+
+__all__ = ["check_resumable"]
+
+
+def _top_level_keys(path: str) -> list:
+    try:  # memory-mapped: the tensors are not read, only the dict's structure
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # a legacy (non-zip) file cannot be memory-mapped
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    return list(data) if isinstance(data, dict) else []
+
+
+def check_resumable(path: str, checkpointables: Iterable[str]) -> None:
+    """Raise a one-line :class:`CheckpointError` unless ``path`` holds a whole training state.
+
+    ``checkpointables``: the names of the states the resuming trainer restores besides the
+    model ("optimizer", "scheduler", and "grad_scaler" with fp16 mixed precision).
+    """
+    try:
+        keys = _top_level_keys(path)
+    except Exception:  # unreadable: the checkpointer's own load reports it with its reason
+        return
+    hint = f"start a new run from its weights with MODEL.WEIGHTS {path} and without --resume"
+    if "trainer" in keys and "optimizer" not in keys:
+        raise CheckpointError(
+            f"--resume: checkpoint {path} was written by detectron2's own DefaultTrainer (optimizer and "
+            f"schedule nested under 'trainer', no data position or RNG state), so the run cannot "
+            f"continue exactly; {hint}")
+    missing = [k for k in ("iteration", "rng", *checkpointables) if k not in keys]
+    if missing:
+        raise CheckpointError(
+            f"--resume: checkpoint {path} has no {', '.join(repr(k) for k in missing)} (it holds "
+            f"{', '.join(repr(k) for k in keys) or 'nothing'}), so the run cannot continue exactly; {hint}")

@@ -1,0 +1,69 @@
+"""--resume continues a run exactly or refuses: check_resumable (both engines use it)."""
+import pytest
+import torch
+
+from aeroseg.engine.resume import check_resumable
+from aeroseg.utils.errors import CheckpointError
+
+STATE = {"model": {"w": torch.zeros(2)}, "optimizer": {"state": {}, "param_groups": []},
+         "scheduler": {"last_epoch": 3}, "iteration": 2, "rng": {"torch": torch.get_rng_state()}}
+
+
+def _write(tmp_path, data, name="model_0000002.pth"):
+    path = tmp_path / name
+    torch.save(data, path)
+    return str(path)
+
+
+def test_a_whole_training_state_is_resumable(tmp_path):
+    check_resumable(_write(tmp_path, STATE), ["optimizer", "scheduler"])
+
+
+@pytest.mark.parametrize("drop", ["optimizer", "scheduler", "iteration", "rng"])
+def test_a_missing_state_is_refused_in_one_line(tmp_path, drop):
+    path = _write(tmp_path, {k: v for k, v in STATE.items() if k != drop})
+    with pytest.raises(CheckpointError) as info:
+        check_resumable(path, ["optimizer", "scheduler"])
+    message = str(info.value)
+    assert "\n" not in message and path in message and f"no '{drop}'" in message
+    assert f"MODEL.WEIGHTS {path}" in message  # says what to do instead
+
+
+def test_the_grad_scaler_is_required_only_when_the_run_has_one(tmp_path):
+    path = _write(tmp_path, STATE)
+    check_resumable(path, ["optimizer", "scheduler"])
+    with pytest.raises(CheckpointError, match="no 'grad_scaler'"):
+        check_resumable(path, ["optimizer", "scheduler", "grad_scaler"])
+
+
+def test_detectron2_default_trainer_format_is_refused(tmp_path):
+    # detectron2's DefaultTrainer nests optimizer and scheduler under "trainer"
+    path = _write(tmp_path, {"model": STATE["model"], "iteration": 2,
+                             "trainer": {"iteration": 2, "_trainer": {"optimizer": {}}}})
+    with pytest.raises(CheckpointError, match="written by detectron2's own DefaultTrainer"):
+        check_resumable(path, ["optimizer", "scheduler"])
+
+
+def test_an_unreadable_file_is_left_to_the_checkpointer(tmp_path):
+    path = tmp_path / "broken.pth"
+    path.write_bytes(b"not a checkpoint")
+    check_resumable(str(path), ["optimizer"])  # the checkpointer's load reports it with its reason
+
+
+def test_own_engine_resume_refuses_weights_only_checkpoint(tmp_path, monkeypatch, capsys):
+    from conftest import REPO, TINY_CONFIG, build_tiny
+
+    monkeypatch.setenv("AEROSEG_DATASETS", str(tmp_path / "datasets"))
+    monkeypatch.syspath_prepend(str(REPO / "tools"))
+    import train_net
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "last_checkpoint").write_text("weights.pth")
+    torch.save({"model": build_tiny().state_dict(), "iteration": 2}, out / "weights.pth")
+    argv = ["--resume", "--config-file", str(TINY_CONFIG), "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "4",
+            "DATASETS.TEST", "()"]
+    assert train_net.run(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and "no 'rng', 'optimizer', 'scheduler'" in err, err
+    assert not (out / "model_final.pth").exists()  # nothing was trained or written
