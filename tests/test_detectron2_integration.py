@@ -92,7 +92,7 @@ def test_get_cfg_is_a_detectron2_cfgnode_with_all_keys():
     for key in ["MODEL.CLIP.NAME", "MODEL.SAM.TAP_LAYERS", "MODEL.AEROSEG.FEATURE_DIM",
                 "MODEL.AEROSEG.BACK_PROJECTION_TARGET", "SOLVER.CLIP_MULTIPLIER", "INPUT.RANDOM_ROTATE_90"]:
         assert key in keys
-    assert cfg.MODEL.META_ARCHITECTURE == "AerOSeg"
+    assert cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN"  # detectron2's default; AerOSeg is set by Base-AerOSeg.yaml
 
 
 def _pruned_like(node, template):
@@ -320,8 +320,9 @@ def test_engines_give_the_same_weights_plain_clipped_and_bf16(train_net, tmp_pat
 
 
 def test_engines_give_the_same_weights_with_two_processes(train_net, tmp_path):
-    ours = _train(train_net, tmp_path / "own", *ENGINE_OPTS, flags=("--num-gpus", "2"))
-    theirs = _train(train_net, tmp_path / "d2", *ENGINE_OPTS, engine="detectron2", flags=("--num-gpus", "2"))
+    opts = (*ENGINE_OPTS, "SOLVER.MAX_ITER", "2")
+    ours = _train(train_net, tmp_path / "own", *opts, flags=("--num-gpus", "2"))
+    theirs = _train(train_net, tmp_path / "d2", *opts, engine="detectron2", flags=("--num-gpus", "2"))
     assert (tmp_path / "d2" / "log.txt.rank1").is_file()  # two processes did run
     _assert_same_weights(ours, theirs)
 
@@ -343,6 +344,32 @@ def test_launch_creates_detectron2_local_process_group(tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     launch(_record_local_group, 2, dist_url=f"tcp://127.0.0.1:{port}", args=(str(tmp_path / "rank"),))
+    assert [(tmp_path / f"rank.{r}").read_text() for r in (0, 1)] == ["0 2 2", "1 2 2"]
+
+
+def test_launch_under_torchrun_creates_detectron2_local_process_group(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import sys\n"
+        "from aeroseg.engine import launch\n"
+        "from detectron2.utils import comm\n"
+        "def main(path):\n"
+        "    with open(f'{path}.{comm.get_rank()}', 'w') as f:\n"
+        "        f.write(f'{comm.get_local_rank()} {comm.get_local_size()} {comm.get_world_size()}')\n"
+        "launch(main, 1, args=(sys.argv[1],))\n")  # --num-gpus is ignored under torchrun, as in train_net
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_port", str(port), str(script), str(tmp_path / "rank")],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
     assert [(tmp_path / f"rank.{r}").read_text() for r in (0, 1)] == ["0 2 2", "1 2 2"]
 
 
@@ -372,6 +399,7 @@ def test_resume_continues_exactly_across_engines(train_net, tmp_path, first, sec
 def test_resume_refuses_a_plain_detectron2_checkpoint(train_net, tmp_path, capsys):
     model = _d2_tiny_model(seed=0)
     out = tmp_path / "plain-d2"
+    out.mkdir()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
     trainer = SimpleTrainer(model, [], optimizer)  # DefaultTrainer's format: states under "trainer"
     DetectionCheckpointer(model, str(out), trainer=trainer).save("model_0000002", iteration=2)
