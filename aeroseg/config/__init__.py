@@ -11,11 +11,14 @@ from .configurable import configurable
 
 
 def get_cfg() -> CfgNode:
-    """A fresh config holding detectron2's standard keys and every AerOSeg key.
+    """A fresh config holding detectron2's standard keys (with detectron2's defaults) and every
+    AerOSeg key (with the paper's defaults).
 
     With detectron2 installed this is ``detectron2.config.get_cfg()`` extended by
-    :func:`add_aeroseg_config`; otherwise the same key names come from
-    :mod:`aeroseg.config.defaults`. Either way ``merge_from_file`` understands ``_BASE_`` and
+    :func:`add_aeroseg_config`; otherwise the same keys and values come from
+    :mod:`aeroseg.config.defaults`. AerOSeg's values of detectron2's keys (the meta-architecture,
+    RGB input, the solver) are in ``configs/Base-AerOSeg.yaml``, which every config inherits:
+    merge a config file before use. ``merge_from_file`` understands ``_BASE_`` and
     ``merge_from_list`` takes command-line ``opts``.
     """
     if detectron2_available():

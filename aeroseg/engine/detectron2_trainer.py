@@ -90,7 +90,9 @@ class _CheckpointHook(hooks.HookBase):
 
 class Detectron2Trainer(DefaultTrainer):
     def __init__(self, cfg):
-        # DefaultTrainer.__init__ with three substitutions (step, DDP arguments, checkpointer).
+        # DefaultTrainer.__init__ with three substitutions (step, DDP arguments, checkpointer) and
+        # without auto_scale_workers: SOLVER.REFERENCE_WORLD_SIZE rescaling is not applied by the own
+        # engine either, so the same config trains the same schedule on both.
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             d2_setup_logger()
