@@ -408,8 +408,9 @@ def test_resume_refuses_a_plain_detectron2_checkpoint(train_net, tmp_path, capsy
         argv = ["--engine", engine, "--resume", "--config-file", str(TINY_CONFIG), "OUTPUT_DIR", str(out),
                 "SOLVER.MAX_ITER", "4", "DATASETS.TEST", "()"]
         assert train_net.run(argv) == 2
-        err = capsys.readouterr().err.strip()
-        assert err.startswith("error:") and "\n" not in err, err
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, errors  # one line
+        err = errors[0]
         assert "DefaultTrainer" in err and "MODEL.WEIGHTS" in err and "model_0000002.pth" in err
     assert (out / "model_0000002.pth").read_bytes() == before and not (out / "model_final.pth").exists()
 
