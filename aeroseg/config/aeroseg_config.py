@@ -100,9 +100,14 @@ def add_aeroseg_config(cfg: CfgNode) -> None:
     cfg.MODEL.AEROSEG.WINDOW_SIZE = 12  # Swin window side in tokens
     cfg.MODEL.AEROSEG.CLASS_NUM_HEADS = 4  # heads of the linear attention across classes
     cfg.MODEL.AEROSEG.MLP_RATIO = 4.0  # hidden/in ratio of the MLPs inside refinement blocks
+    cfg.MODEL.AEROSEG.CLASS_POOLING_SIZE = [2, 2]  # avg-pool window before the class attention, upsampled after (CAT-Seg ViT-B/L: 2x2; [1, 1] = off)
+    cfg.MODEL.AEROSEG.CLASS_PAD_LEN = 256  # class axis padded to this length by a learnable token, in closed form (CAT-Seg: 256; 0 = no padding)
+    cfg.MODEL.AEROSEG.SPATIAL_GUIDANCE_NORM = True  # LayerNorm on the projected guidance before it joins the Swin q/k (CAT-Seg)
+    cfg.MODEL.AEROSEG.SPATIAL_RELATIVE_POSITION_BIAS = False  # Swin relative-position bias in the spatial refinement (not in CAT-Seg)
     cfg.MODEL.AEROSEG.DECODER_DIMS = [64, 32]  # channels of the attention-aware upsampling stages (each x2)
     cfg.MODEL.AEROSEG.DECODER_GUIDANCE_DIMS = [32, 16]  # channels the guidance of each decoder stage is projected to
     cfg.MODEL.AEROSEG.DECODER_GUIDANCE_TAPS = [0, 1]  # which guidance tap (0 = F1, 1 = F2) feeds each decoder stage
+    cfg.MODEL.AEROSEG.DECODER_ATTENTION_ACTIVATION = "none"  # decoder attention weights: "none" = conv(avgpool) as paper Eqs. 8-9 / OVRS, or "sigmoid"
     cfg.MODEL.AEROSEG.BACK_PROJECTION_TARGET = "SAM"  # L_sem target: "SAM" (F3 of SAM or SAM 2), "CLIP" (dense CLIP), "RGB" (pixels), "NONE"
     cfg.MODEL.AEROSEG.BACK_PROJECTION_HIDDEN_DIM = 512  # hidden width of the 3-layer back-projection MLP
     cfg.MODEL.AEROSEG.BCE_WEIGHT = 1.0  # weight of L_bce

@@ -57,6 +57,11 @@ class AerOSeg(nn.Module):
         window_size: int = 12,
         class_heads: int = 4,
         mlp_ratio: float = 4.0,
+        class_pooling_size: Sequence[int] = (2, 2),
+        class_pad_len: int = 256,
+        spatial_guidance_norm: bool = True,
+        spatial_relative_position_bias: bool = False,
+        decoder_attention_activation: str = "none",
         decoder_dims: Sequence[int] = (64, 32),
         decoder_guidance_dims: Sequence[int] = (32, 16),
         decoder_guidance_taps: Sequence[int] = (0, 1),
@@ -103,12 +108,14 @@ class AerOSeg(nn.Module):
         )
         self.refinement = nn.ModuleList([
             CorrelationRefinementBlock(feature_dim, spatial_guidance_dim, text_guidance_dim,
-                                       spatial_heads, window_size, class_heads, mlp_ratio)
+                                       spatial_heads, window_size, class_heads, mlp_ratio,
+                                       class_pooling_size, class_pad_len, spatial_guidance_norm,
+                                       spatial_relative_position_bias)
             for _ in range(num_refinement_blocks)
         ])
         self.decoder = AttentionAwareUpsamplingDecoder(
             feature_dim, decoder_dims, [guidance_channels[t] for t in self.decoder_guidance_taps],
-            decoder_guidance_dims,
+            decoder_guidance_dims, decoder_attention_activation,
         )
 
         if back_projection_target not in BACK_PROJECTION_TARGETS:
@@ -160,6 +167,11 @@ class AerOSeg(nn.Module):
             "window_size": a.WINDOW_SIZE,
             "class_heads": a.CLASS_NUM_HEADS,
             "mlp_ratio": a.MLP_RATIO,
+            "class_pooling_size": a.CLASS_POOLING_SIZE,
+            "class_pad_len": a.CLASS_PAD_LEN,
+            "spatial_guidance_norm": a.SPATIAL_GUIDANCE_NORM,
+            "spatial_relative_position_bias": a.SPATIAL_RELATIVE_POSITION_BIAS,
+            "decoder_attention_activation": a.DECODER_ATTENTION_ACTIVATION,
             "decoder_dims": a.DECODER_DIMS,
             "decoder_guidance_dims": a.DECODER_GUIDANCE_DIMS,
             "decoder_guidance_taps": a.DECODER_GUIDANCE_TAPS,

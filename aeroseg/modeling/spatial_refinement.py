@@ -3,6 +3,15 @@
 Each class's correlation map is refined independently (classes are folded into the batch).
 Queries and keys see the correlation features concatenated with the projected guidance
 features (SAM F3 in the paper); values come from the correlation features only.
+
+Where the paper is silent the block is CAT-Seg's ``SwinTransformerBlockWrapper``: the projected
+guidance goes through a LayerNorm (one per refinement block, shared by its two Swin blocks)
+before it joins q/k; each Swin block is pre-norm window attention (separate q/k/v projections
+with bias, output projection) + GELU MLP, no relative-position bias. Swin's relative-position
+bias is an option (``relative_position_bias=True``).
+
+The guidance is the same for every class: its share of the q/k projections is computed once per
+image and broadcast over the classes instead of being repeated T times.
 """
 from typing import Optional
 
@@ -51,60 +60,88 @@ def shifted_window_mask(height: int, width: int, window_size: int, shift: int, d
 class GuidedWindowAttention(nn.Module):
     """Window multi-head attention with guidance in the queries and keys.
 
+    ``q = W_q [x, g] + b_q``, ``k = W_k [x, g] + b_k`` (packed in :attr:`qk`, rows ``[:dim]`` = q),
+    ``v = W_v x + b_v``; softmax(q k^T / sqrt(d) + bias + mask) v; output projection.
+
     Args:
         dim: C, channels of the correlation features (values and output).
         guidance_dim: C_g, channels of the guidance features concatenated to q/k inputs.
         num_heads: attention heads (C divisible by it).
-        window_size: w, tokens per window side (relative position bias of (2w-1)^2 entries).
+        window_size: w, tokens per window side.
+        relative_position_bias: add Swin's learned (2w-1)^2-entry relative-position bias
+            (not in CAT-Seg).
 
+    :meth:`project` maps tokens to packed q|k|v; :meth:`attend` runs the windowed attention;
     ``forward(x, g, mask)`` with x (N, nW, L, C), g (N, nW, L, C_g), mask (nW, L, L) or None,
     L = w*w, returns (N, nW, L, C).
     """
 
-    def __init__(self, dim: int, guidance_dim: int, num_heads: int, window_size: int):
+    def __init__(self, dim: int, guidance_dim: int, num_heads: int, window_size: int,
+                 relative_position_bias: bool = False):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.dim = dim
         self.num_heads = num_heads
         self.window_size = window_size
         self.qk = nn.Linear(dim + guidance_dim, 2 * dim)
         self.v = nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
-        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
-        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-        self.register_buffer("relative_position_index", relative_position_index(window_size), persistent=False)
+        if relative_position_bias:
+            self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
+            nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+            self.register_buffer("relative_position_index", relative_position_index(window_size), persistent=False)
+        else:
+            self.relative_position_bias_table = None
+
+    def guidance_terms(self, g: torch.Tensor) -> torch.Tensor:
+        """(..., C_g) guidance -> (..., 3C): its share of q|k plus all biases (v gets its bias)."""
+        qk = F.linear(g, self.qk.weight[:, self.dim:], self.qk.bias)
+        return torch.cat([qk, self.v.bias.expand(*qk.shape[:-1], self.dim)], dim=-1)
+
+    def token_terms(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., C) tokens -> (..., 3C): their share of q|k|v (one matmul, no biases)."""
+        weight = torch.cat([self.qk.weight[:, :self.dim], self.v.weight], dim=0)
+        return F.linear(x, weight)
+
+    def attend(self, qkv: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """qkv (N, nW, L, 3C) -> attention output after the projection (N, nW, L, C)."""
+        q, k, v = rearrange(qkv, "n w l (s h d) -> s n w h l d", s=3, h=self.num_heads)
+        attn_mask = mask.unsqueeze(1) if mask is not None else None  # (nW, 1, L, L)
+        if self.relative_position_bias_table is not None:
+            length = qkv.shape[-2]
+            bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+            bias = bias.view(length, length, self.num_heads).permute(2, 0, 1)  # (heads, L, L)
+            attn_mask = bias if attn_mask is None else attn_mask + bias
+        if attn_mask is not None:
+            attn_mask = attn_mask.to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.proj(rearrange(out, "n w h l d -> n w l (h d)"))
 
     def forward(self, x: torch.Tensor, g: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        q, k = self.qk(torch.cat([x, g], dim=-1)).chunk(2, dim=-1)
-        split = lambda t: rearrange(t, "n w l (h d) -> n w h l d", h=self.num_heads)  # noqa: E731
-        q, k, v = split(q), split(k), split(self.v(x))
-        length = x.shape[-2]
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        bias = bias.view(length, length, self.num_heads).permute(2, 0, 1)  # (heads, L, L)
-        attn_mask = bias.unsqueeze(0) if mask is None else bias.unsqueeze(0) + mask.unsqueeze(1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype))
-        return self.proj(rearrange(out, "n w h l d -> n w l (h d)"))
+        return self.attend(self.token_terms(x) + self.guidance_terms(g), mask)
 
 
 class GuidedSwinBlock(nn.Module):
-    """One Swin transformer block (pre-norm attention + MLP) with guided (shifted) windows.
+    """One Swin transformer block (pre-norm attention + GELU MLP) with guided (shifted) windows.
 
-    ``forward(x, g)``: x (N, H, W, C), g (N, H, W, C_g) -> (N, H, W, C).
+    ``forward(x, g)``: x (B, T, H, W, C) features of T classes, g (B, H, W, C_g) guidance (the
+    same for every class) -> (B, T, H, W, C).
     """
 
     def __init__(self, dim: int, guidance_dim: int, num_heads: int, window_size: int,
-                 shift_size: int = 0, mlp_ratio: float = 4.0):
+                 shift_size: int = 0, mlp_ratio: float = 4.0, relative_position_bias: bool = False):
         super().__init__()
         self.window_size = window_size
         self.shift_size = shift_size
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = GuidedWindowAttention(dim, guidance_dim, num_heads, window_size)
+        self.attn = GuidedWindowAttention(dim, guidance_dim, num_heads, window_size, relative_position_bias)
         self.norm2 = nn.LayerNorm(dim)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
     def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        n, height, width, _ = x.shape
+        b, t, height, width, _ = x.shape
         ws, shift = self.window_size, self.shift_size
         if min(height, width) <= ws:  # the whole map fits in one window: no shifting (as in Swin)
             ws, shift = min(height, width), 0
@@ -116,21 +153,25 @@ class GuidedSwinBlock(nn.Module):
         shortcut = x
         x = self.norm1(x)
         pad_h, pad_w = (-height) % ws, (-width) % ws
-        if pad_h or pad_w:
+        if pad_h or pad_w:  # zero tokens after the norm, as Swin pads
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
             g = F.pad(g, (0, 0, 0, pad_w, 0, pad_h))
         hp, wp = height + pad_h, width + pad_w
+        # q|k|v of every token: per-class part + per-image guidance part broadcast over classes
+        qkv = self.attn.token_terms(x) + self.attn.guidance_terms(g).unsqueeze(1)  # (B, T, hp, wp, 3C)
+        qkv = qkv.flatten(0, 1)
         mask = None
         if shift:
-            x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
-            g = torch.roll(g, shifts=(-shift, -shift), dims=(1, 2))
+            qkv = torch.roll(qkv, shifts=(-shift, -shift), dims=(1, 2))
             mask = shifted_window_mask(hp, wp, ws, shift, device=x.device)
-        to_windows = lambda t: rearrange(t, "n (h p) (w q) c -> n (h w) (p q) c", p=ws, q=ws)  # noqa: E731
-        out = self.attn(to_windows(x), to_windows(g), mask)
+        qkv = rearrange(qkv, "n (h p) (w q) c -> n (h w) (p q) c", p=ws, q=ws)
+        out = self.attn.attend(qkv, mask)
         out = rearrange(out, "n (h w) (p q) c -> n (h p) (w q) c", h=hp // ws, p=ws)
         if shift:
             out = torch.roll(out, shifts=(shift, shift), dims=(1, 2))
-        x = shortcut + out[:, :height, :width]
+        if pad_h or pad_w:
+            out = out[:, :height, :width]
+        x = shortcut + out.view(shortcut.shape)
         return x + self.mlp(self.norm2(x))
 
 
@@ -141,23 +182,29 @@ class SpatialRefinementBlock(nn.Module):
         dim: d_F.
         guidance_dim: channels of the projected guidance P_v(F3).
         num_heads, window_size, mlp_ratio: Swin hyper-parameters.
+        guidance_norm: LayerNorm on the guidance before it joins q/k (CAT-Seg).
+        relative_position_bias: Swin's relative-position bias in both blocks (not in CAT-Seg).
 
     ``forward(x, guidance)``: x (B, T, d_F, h, w), guidance (B, C_g, h, w) -> (B, T, d_F, h, w).
+    :meth:`forward_channels_last` works on (B, T, h, w, d_F) and skips the two layout copies.
     """
 
     def __init__(self, dim: int, guidance_dim: int, num_heads: int = 4, window_size: int = 12,
-                 mlp_ratio: float = 4.0):
+                 mlp_ratio: float = 4.0, guidance_norm: bool = True, relative_position_bias: bool = False):
         super().__init__()
+        self.guidance_norm = nn.LayerNorm(guidance_dim) if guidance_norm else nn.Identity()
         self.blocks = nn.ModuleList([
-            GuidedSwinBlock(dim, guidance_dim, num_heads, window_size, 0, mlp_ratio),
-            GuidedSwinBlock(dim, guidance_dim, num_heads, window_size, window_size // 2, mlp_ratio),
+            GuidedSwinBlock(dim, guidance_dim, num_heads, window_size, 0, mlp_ratio, relative_position_bias),
+            GuidedSwinBlock(dim, guidance_dim, num_heads, window_size, window_size // 2, mlp_ratio,
+                            relative_position_bias),
         ])
 
-    def forward(self, x: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
-        b, t = x.shape[:2]
-        y = rearrange(x, "b t c h w -> (b t) h w c")
-        g = rearrange(guidance, "b c h w -> b h w c")
-        g = g.unsqueeze(1).expand(b, t, *g.shape[1:]).flatten(0, 1)
+    def forward_channels_last(self, x: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+        g = self.guidance_norm(guidance.permute(0, 2, 3, 1))  # (B, h, w, C_g), once per image
         for block in self.blocks:
-            y = block(y, g)
-        return rearrange(y, "(b t) h w c -> b t c h w", b=b)
+            x = block(x, g)
+        return x
+
+    def forward(self, x: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+        y = self.forward_channels_last(x.permute(0, 1, 3, 4, 2), guidance)
+        return y.permute(0, 1, 4, 2, 3).contiguous()
