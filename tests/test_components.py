@@ -7,8 +7,9 @@ import torch.nn.functional as F
 from aeroseg.modeling.back_projection import SemanticBackProjection
 from aeroseg.modeling.class_refinement import ClassRefinementBlock, LinearClassAttention
 from aeroseg.modeling.correlation import CorrelationEmbedding, correlation_volume
-from aeroseg.modeling.decoder import AttentionAwareUpsamplingDecoder
+from aeroseg.modeling.decoder import AttentionAwareUpsampling, AttentionAwareUpsamplingDecoder
 from aeroseg.modeling.losses import segmentation_bce_loss, semantic_back_projection_loss
+from aeroseg.utils.errors import ConfigError
 from aeroseg.modeling.spatial_refinement import (
     GuidedWindowAttention,
     SpatialRefinementBlock,
@@ -61,14 +62,20 @@ def test_shifted_window_mask_matches_brute_force():
     assert torch.isinf(mask).any()
 
 
-def test_window_attention_matches_explicit_softmax():
+@pytest.mark.parametrize("relative_position_bias", [False, True])
+def test_window_attention_matches_explicit_softmax(relative_position_bias):
     torch.manual_seed(0)
-    attn = GuidedWindowAttention(dim=8, guidance_dim=3, num_heads=2, window_size=2)
+    attn = GuidedWindowAttention(dim=8, guidance_dim=3, num_heads=2, window_size=2,
+                                 relative_position_bias=relative_position_bias)
     x, g = torch.randn(1, 1, 4, 8), torch.randn(1, 1, 4, 3)
     out = attn(x, g)
     q, k = attn.qk(torch.cat([x, g], -1)).chunk(2, -1)
     v = attn.v(x)
-    bias = attn.relative_position_bias_table[relative_position_index(2).view(-1)].view(4, 4, 2)
+    bias = torch.zeros(4, 4, 2)
+    if relative_position_bias:
+        bias = attn.relative_position_bias_table[relative_position_index(2).view(-1)].view(4, 4, 2)
+    else:
+        assert attn.relative_position_bias_table is None  # CAT-Seg has none: off by default
     heads = []
     for h in range(2):
         sl = slice(4 * h, 4 * h + 4)
@@ -87,17 +94,29 @@ def test_spatial_refinement_treats_classes_independently_and_uses_guidance():
     torch.testing.assert_close(out2[0, 0], out[0, 0])
     torch.testing.assert_close(out2[0, 2], out[0, 2])
     assert not torch.allclose(out2[0, 1], out[0, 1])
-    assert not torch.allclose(block(x, g + 1.0), out)
+    assert not torch.allclose(block(x, g.roll(1, dims=1)), out)
+
+
+def test_spatial_guidance_layernorm_removes_guidance_scale():
+    """CAT-Seg normalises the guidance per pixel before q/k: a raw 1024-channel SAM map cannot
+    dominate them, and a per-pixel affine change of the guidance changes nothing."""
+    torch.manual_seed(0)
+    x, g = torch.randn(1, 2, 8, 8, 8), torch.randn(1, 4, 8, 8)
+    scale = 1.0 + 4.0 * torch.rand(1, 1, 8, 8)
+    normed = SpatialRefinementBlock(dim=8, guidance_dim=4, num_heads=2, window_size=4)
+    torch.testing.assert_close(normed(x, scale * g + 3.0), normed(x, g), rtol=1e-4, atol=1e-4)
+    raw = SpatialRefinementBlock(dim=8, guidance_dim=4, num_heads=2, window_size=4, guidance_norm=False)
+    assert not torch.allclose(raw(x, scale * g + 3.0), raw(x, g), atol=1e-3)
 
 
 def test_linear_class_attention_matches_explicit_formula():
     attn = LinearClassAttention(dim=4, guidance_dim=2, num_heads=1)
-    x, g = torch.randn(3, 5, 4), torch.randn(3, 5, 2)
-    q, k = attn.qk(torch.cat([x, g], -1)).chunk(2, -1)
+    x, g = torch.randn(2, 3, 5, 4), torch.randn(2, 5, 2)
+    q, k = attn.qk(torch.cat([x, g[:, None].expand(2, 3, 5, 2)], -1)).chunk(2, -1)
     q, k, v = F.elu(q) + 1, F.elu(k) + 1, attn.v(x)
-    weights = q @ k.transpose(1, 2)  # (N, T, T), positive
+    weights = q @ k.transpose(-1, -2)  # (B, P, T, T), positive
     explicit = (weights / weights.sum(-1, keepdim=True)) @ v
-    torch.testing.assert_close(attn(x, g), attn.proj(explicit), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(attn(x, g), explicit, rtol=1e-5, atol=1e-6)
 
 
 def test_class_refinement_is_permutation_equivariant():
@@ -105,6 +124,81 @@ def test_class_refinement_is_permutation_equivariant():
     x, t = torch.randn(2, 5, 8, 3, 3), torch.randn(1, 5, 4)
     perm = torch.tensor([4, 2, 0, 1, 3])
     torch.testing.assert_close(block(x[:, perm], t[:, perm]), block(x, t)[:, perm], rtol=1e-5, atol=1e-6)
+
+
+def _padded_block(pad_len, materialize):
+    torch.manual_seed(0)
+    block = ClassRefinementBlock(dim=8, guidance_dim=4, num_heads=2, pooling_size=(2, 2), pad_len=pad_len,
+                                 materialize_padding=materialize).double()
+    if pad_len:
+        with torch.no_grad():  # CAT-Seg starts them at zero; random values make the test sensitive
+            block.padding_token.normal_()
+            block.padding_guidance.normal_()
+    return block
+
+
+def test_closed_form_padding_equals_materialised_padding_with_gradients():
+    x = torch.randn(2, 5, 8, 6, 5, dtype=torch.float64)
+    text = torch.randn(1, 5, 4, dtype=torch.float64)
+    cotangent = torch.randn(2, 5, 8, 6, 5, dtype=torch.float64)
+    results = []
+    for materialize in (False, True):
+        block = _padded_block(pad_len=40, materialize=materialize)
+        xi, ti = x.clone().requires_grad_(), text.clone().requires_grad_()
+        out = block(xi, ti)
+        (out * cotangent).sum().backward()
+        grads = {n: p.grad for n, p in block.named_parameters()}
+        results.append((out.detach(), xi.grad, ti.grad, grads))
+    (out_c, gx_c, gt_c, gp_c), (out_m, gx_m, gt_m, gp_m) = results
+    torch.testing.assert_close(out_c, out_m, rtol=0, atol=1e-5)
+    torch.testing.assert_close(gx_c, gx_m, rtol=0, atol=1e-5)
+    torch.testing.assert_close(gt_c, gt_m, rtol=0, atol=1e-5)
+    assert gp_c.keys() == gp_m.keys()
+    for name in gp_c:
+        torch.testing.assert_close(gp_c[name], gp_m[name], rtol=0, atol=1e-5, msg=name)
+    assert gp_c["padding_token"].abs().max() > 1e-3 and gp_c["padding_guidance"].abs().max() > 1e-3
+    # float32 forward, the precision the model runs in
+    block32 = _padded_block(pad_len=40, materialize=False).float()
+    ref32 = _padded_block(pad_len=40, materialize=True).float()
+    with torch.no_grad():
+        torch.testing.assert_close(block32(x.float(), text.float()), ref32(x.float(), text.float()),
+                                   rtol=0, atol=1e-5)
+
+
+def test_padding_fixes_the_attention_length_and_long_vocabularies_are_not_padded():
+    x, text = torch.randn(1, 5, 8, 4, 4, dtype=torch.float64), torch.randn(1, 5, 4, dtype=torch.float64)
+    unpadded = _padded_block(pad_len=0, materialize=False)
+    padded = _padded_block(pad_len=40, materialize=False)
+    padded.load_state_dict({**unpadded.state_dict(), "padding_token": padded.padding_token,
+                            "padding_guidance": padded.padding_guidance})
+    assert not torch.allclose(padded(x, text), unpadded(x, text))
+    for pad_len in (5, 3):  # T == pad_len and T > pad_len: nothing to pad
+        short = _padded_block(pad_len=pad_len, materialize=False)
+        short.load_state_dict({**unpadded.state_dict(), "padding_token": short.padding_token,
+                               "padding_guidance": short.padding_guidance})
+        torch.testing.assert_close(short(x, text), unpadded(x, text))
+
+
+def test_class_refinement_pools_and_upsamples_with_aligned_corners():
+    """The attention runs on the 2x2-average-pooled map; its output is upsampled bilinearly with
+    align_corners=True and added to the input (CAT-Seg)."""
+    block = ClassRefinementBlock(dim=4, guidance_dim=2, num_heads=1, pooling_size=(2, 2), pad_len=0)
+    with torch.no_grad():  # zero attention and MLP: the block adds up(pool(x)) to x
+        block.attn.v.weight.zero_()
+        block.attn.v.bias.zero_()
+        block.mlp[2].weight.zero_()
+        block.mlp[2].bias.zero_()
+    x, t = torch.randn(1, 2, 4, 6, 6), torch.randn(1, 2, 2)
+    pooled = F.avg_pool2d(x.flatten(0, 1), 2)
+    expected = x + F.interpolate(pooled, size=(6, 6), mode="bilinear", align_corners=True).view_as(x)
+    torch.testing.assert_close(block(x, t), expected)
+
+
+def test_class_refinement_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="CLASS_PAD_LEN"):
+        ClassRefinementBlock(dim=4, guidance_dim=2, num_heads=1, pad_len=-1)
+    with pytest.raises(ConfigError, match="CLASS_POOLING_SIZE"):
+        ClassRefinementBlock(dim=4, guidance_dim=2, num_heads=1, pooling_size=(0, 2))
 
 
 def test_decoder_upsamples_x4_and_is_class_permutation_equivariant():
@@ -116,6 +210,33 @@ def test_decoder_upsamples_x4_and_is_class_permutation_equivariant():
     perm = torch.tensor([2, 0, 3, 1])
     torch.testing.assert_close(dec(x[:, perm], guid), out[:, perm], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(dec(x, [guid[0] * 2, guid[1]]), out)
+
+
+def test_decoder_attention_is_used_as_is_by_default_and_squashed_on_request():
+    """Eq. 10 with the attention maps of Eqs. 8-9 as weights: g' = A_ch*g + A_sp*g + g."""
+    torch.manual_seed(0)
+    stage = AttentionAwareUpsampling(8, 8, 3, 4)
+    with torch.no_grad():  # constant attention maps: A_ch = 2 (all channels), A_sp = -0.5
+        stage.channel_attention.weight.zero_()
+        stage.channel_attention.bias.fill_(2.0)
+        stage.spatial_attention.weight.zero_()
+        stage.spatial_attention.bias.fill_(-0.5)
+    x, g = torch.randn(2 * 3, 8, 4, 4), torch.rand(2, 4, 8, 8)
+    out = stage.fuse(x, g)
+    plain = AttentionAwareUpsampling(8, 8, 3, 4)
+    plain.load_state_dict(stage.state_dict())
+    with torch.no_grad():  # A = 0 turns Eq. 10 into g' = g
+        plain.channel_attention.bias.zero_()
+        plain.spatial_attention.bias.zero_()
+    torch.testing.assert_close(out, plain.fuse(x, 2.5 * g), rtol=1e-5, atol=1e-5)  # (2 - 0.5 + 1) g
+    squashed = AttentionAwareUpsampling(8, 8, 3, 4, attention_activation="sigmoid")
+    squashed.load_state_dict(stage.state_dict())
+    factor = torch.sigmoid(torch.tensor(2.0)) + torch.sigmoid(torch.tensor(-0.5)) + 1
+    torch.testing.assert_close(squashed.fuse(x, g), plain.fuse(x, factor * g), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="DECODER_ATTENTION_ACTIVATION"):
+        AttentionAwareUpsampling(8, 8, 3, 4, attention_activation="softmax")
+    with pytest.raises(ConfigError, match="DECODER_GUIDANCE_DIMS"):
+        AttentionAwareUpsampling(8, 8, 3, 8)
 
 
 def test_back_projection_shapes_and_class_count_check():
