@@ -46,7 +46,9 @@ def test_param_groups_have_the_papers_learning_rates():
         assert group["lr"] == pytest.approx(expected), name
     assert not any(n.startswith("guidance_encoder.") for n in by_name)  # frozen SAM
     assert by_name["refinement.0.spatial.blocks.0.norm1.weight"]["weight_decay"] == 0.0  # norms
-    assert by_name["refinement.0.spatial.blocks.0.attn.relative_position_bias_table"]["weight_decay"] == 0.0
+    with_bias = build_tiny("MODEL.AEROSEG.SPATIAL_RELATIVE_POSITION_BIAS", "True")  # off by default (CAT-Seg)
+    bias_groups = {n: g for g in get_param_groups(with_bias, cfg) for n in g["param_names"]}
+    assert bias_groups["refinement.0.spatial.blocks.0.attn.relative_position_bias_table"]["weight_decay"] == 0.0
     assert by_name["decoder.head.weight"]["weight_decay"] == 0.05
     tuned_sam = build_tiny("MODEL.SAM.FROZEN", "False")
     cfg.SOLVER.GUIDANCE_MULTIPLIER = 0.1
