@@ -171,7 +171,7 @@ def test_every_head_key_reaches_its_module():
     assert spatial.attn.num_heads == 3 and spatial.window_size == 2 and spatial.attn.qk.in_features == 24 + 12
     assert spatial.mlp[0].out_features == 72
     assert classes.attn.num_heads == 4 and classes.attn.qk.in_features == 24 + 20
-    assert [s.upsample.out_channels for s in model.decoder.stages] == [12, 6]
+    assert [s.conv2.out_channels for s in model.decoder.stages] == [12, 6]  # stage output width
     assert [s.guidance_proj[0].out_channels for s in model.decoder.stages] == [10, 4]
     assert model.back_projection.mlp[0].in_features == 6 * 24 and model.back_projection.mlp[0].out_features == 40
     assert (model.bce_weight, model.sem_weight, model.ignore_value) == (0.7, 0.3, 254)
