@@ -260,8 +260,7 @@ def test_two_process_ddp_trains_with_the_value_path(tmp_path):
     import torch.multiprocessing as mp
 
     sys.path.insert(0, str(REPO / "tests"))
-    # fork: the workers inherit the imported modules (spawn would re-import torch/open_clip twice)
-    mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True,
-                       start_method="fork")
+    # spawn, not fork: a forked child can deadlock on the parent's OpenMP thread pool (seen here)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True)["v_last"] for r in range(2))
     torch.testing.assert_close(a, b, rtol=0, atol=0)  # gradients were averaged: ranks agree
