@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -99,3 +101,98 @@ def test_config_errors():
         build_tiny("MODEL.SAM.VARIANT", "vit_x")
     with pytest.raises(ConfigError, match=r"MODEL.SAM.TAP_LAYERS=\[1, 9\]"):
         build_tiny("MODEL.SAM.TAP_LAYERS", "[1, 9]")
+
+
+# ---------------------------------------------------------------------------- fused attention
+def test_sdpa_attention_equals_segment_anything_on_window_and_global_blocks():
+    from aeroseg.modeling.guidance import set_attention_implementation
+
+    # 5x5 tokens: the window blocks (window 2) pad to 6x6; blocks 1 and 3 attend globally.
+    reference = _encoder(80, seed=3)
+    fused = set_attention_implementation(copy.deepcopy(reference), "sdpa")
+    assert [type(b.attn).__name__ for b in fused.blocks] == ["SDPARelPosAttention"] * 4
+    assert type(reference.blocks[0].attn).__name__ == "Attention"
+    x = torch.randn(2, 3, 80, 80)
+    tokens = reference.patch_embed(x) + reference.pos_embed
+    for ref_block, fused_block in zip(reference.blocks, fused.blocks):  # window and global blocks
+        expected = ref_block(tokens)
+        torch.testing.assert_close(fused_block(tokens), expected, rtol=0, atol=1e-5)
+        tokens = expected
+    torch.testing.assert_close(fused(x), reference(x), rtol=0, atol=1e-5)
+
+
+def test_sdpa_attention_on_non_square_grids_and_its_gradients():
+    from aeroseg.modeling.guidance import SDPARelPosAttention
+    from segment_anything.modeling.image_encoder import Attention
+
+    torch.manual_seed(0)
+    reference = Attention(16, num_heads=2, use_rel_pos=True, input_size=(3, 5))
+    with torch.no_grad():
+        reference.rel_pos_h.normal_()
+        reference.rel_pos_w.normal_()
+    fused = copy.deepcopy(reference)
+    fused.__class__ = SDPARelPosAttention
+    x = torch.randn(2, 3, 5, 16, requires_grad=True)  # H != W catches swapped axes
+    out_ref, out_fused = reference(x), fused(x)
+    torch.testing.assert_close(out_fused, out_ref, rtol=0, atol=1e-5)
+    grads_ref = torch.autograd.grad(out_ref.square().sum(), [x, reference.rel_pos_h, reference.rel_pos_w])
+    grads_fused = torch.autograd.grad(out_fused.square().sum(), [x, fused.rel_pos_h, fused.rel_pos_w])
+    for g_fused, g_ref in zip(grads_fused, grads_ref):
+        torch.testing.assert_close(g_fused, g_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_attention_implementation_is_a_config_key():
+    ref = build_tiny("MODEL.SAM.ATTENTION", "reference")
+    fused = build_tiny("MODEL.SAM.ATTENTION", "sdpa")
+    assert {type(b.attn).__name__ for b in ref.guidance_encoder.encoder.blocks} == {"Attention"}
+    assert {type(b.attn).__name__ for b in fused.guidance_encoder.encoder.blocks} == {"SDPARelPosAttention"}
+    assert ref.state_dict().keys() == fused.state_dict().keys()
+    with pytest.raises(ConfigError, match="MODEL.SAM.ATTENTION='flash'"):
+        build_tiny("MODEL.SAM.ATTENTION", "flash")
+
+
+# ---------------------------------------------------------------------------- frozen = no activations
+def _saved_tensor_count(fn):
+    """Number of tensors autograd saves for backward while ``fn`` runs."""
+    saved = []
+
+    def pack(t):
+        saved.append(t.shape)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return len(saved), out
+
+
+def test_frozen_encoder_keeps_no_activations_for_backward_in_training():
+    guidance = SAMGuidanceEncoder(_encoder(64), tap_layers=(1, 2), frozen=True).train()
+    images = [torch.rand(3, 64, 64) * 255]
+    with torch.enable_grad():
+        count, out = _saved_tensor_count(lambda: guidance(images))
+    assert count == 0
+    assert all(t.grad_fn is None and not t.requires_grad for t in out["taps"])
+
+    trainable = SAMGuidanceEncoder(_encoder(64), tap_layers=(1, 2), frozen=False).train()
+    with torch.enable_grad():
+        count, out = _saved_tensor_count(lambda: trainable(images))
+    assert count > 0 and out["taps"][-1].requires_grad
+
+
+def test_frozen_encoder_in_a_training_step_and_gradients_when_fine_tuned():
+    from conftest import random_batch
+
+    batch = random_batch(2)
+    model = build_tiny().train()
+    sam_params = list(model.guidance_encoder.parameters())
+    counts = []
+    hook = model.guidance_encoder.register_forward_hook(
+        lambda m, i, o: counts.append(sum(t.requires_grad for t in o["taps"])))
+    sum(model(batch).values()).backward()
+    hook.remove()
+    assert counts == [0] and all(p.grad is None for p in sam_params)
+
+    model = build_tiny("MODEL.SAM.FROZEN", "False").train()
+    sum(model(batch).values()).backward()
+    grads = [p.grad for p in model.guidance_encoder.encoder.blocks[0].parameters()]
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)

@@ -1,18 +1,22 @@
 #!/usr/bin/env python
-"""Measure AerOSeg's speed (training step, inference) and size for a config.
+"""Measure AerOSeg's speed, memory, FLOPs and model FLOP utilisation (MFU) for a config.
 
-    python tools/benchmark.py --config-file configs/demo/tiny_cpu.yaml
-    python tools/benchmark.py --config-file configs/Base-AerOSeg.yaml --params-only \\
-        MODEL.CLIP.PRETRAINED "" MODEL.SAM.CHECKPOINT "" MODEL.SEM_SEG_HEAD.NUM_CLASSES 9
-    python tools/benchmark.py --config-file configs/demo/tiny_cpu.yaml --compare-rotation-batching
+    python tools/benchmark.py --config-file configs/demo/tiny_cpu.yaml --json bench.json
+    python tools/benchmark.py --config-file configs/isaid/aeroseg_vitb.yaml --device cpu --threads 2 \\
+        --batch-size 8 --runs 1 --warmup 0 --mode inference --json paper_b8.json
+    python tools/benchmark.py --config-file configs/isaid/aeroseg_vitb.yaml --params-only
 
-Weights are not needed: with PRETRAINED/CHECKPOINT set to "" the model is randomly initialised,
-which does not change its speed. ``--params-only`` builds on the meta device (no memory).
+The model is randomly initialised (PRETRAINED/CHECKPOINT forced to ""; weights do not change the
+speed). Per mode (inference forward, training step): median and spread of the run times after
+warm-up, images/s, peak memory, a per-module time breakdown, FLOPs per image (2 x multiply-adds)
+and MFU = achieved FLOP/s / matmul peak, the peak measured by a large GEMM in the same run and
+precision. Trailing KEY VALUE pairs override the config. See README "Performance".
 """
 import argparse
-import statistics
+import json
+import logging
+import math
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -20,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aeroseg.config import get_cfg  # noqa: E402
+from aeroseg.engine.benchmark import MODES, benchmark_config, random_init_config  # noqa: E402
 from aeroseg.modeling import build_model, count_parameters  # noqa: E402
 from aeroseg.utils.errors import AerOSegError  # noqa: E402
 
@@ -27,13 +32,19 @@ from aeroseg.utils.errors import AerOSegError  # noqa: E402
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True)
-    p.add_argument("--batch-size", type=int, default=None, help="default: SOLVER.IMS_PER_BATCH")
-    p.add_argument("--image-size", type=int, default=None, help="input tile side (default: INPUT.CROP.SIZE[0])")
-    p.add_argument("--iters", type=int, default=10, help="timed iterations (after --warmup)")
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: MODEL.DEVICE")
+    p.add_argument("--batch-size", type=int, default=None, help="images per forward (default: SOLVER.IMS_PER_BATCH)")
+    p.add_argument("--runs", type=int, default=3, help="timed runs per mode (after --warmup)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs per mode (the first also counts FLOPs)")
+    p.add_argument("--mode", choices=["inference", "train", "both"], default="both")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="fp32, or autocast to bf16/fp16 (the matmul peak is measured in the same dtype)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
+    p.add_argument("--matmul-size", type=int, default=None, help="GEMM side for the peak (CPU 2048, CUDA 8192)")
+    p.add_argument("--no-rotation-batching", action="store_true",
+                   help="skip timing CLIP with batched vs sequential rotations (MODEL.CLIP.ROTATION_BATCHING)")
+    p.add_argument("--json", default=None, help="write the full result here")
     p.add_argument("--params-only", action="store_true", help="only report parameter counts (meta device)")
-    p.add_argument("--compare-rotation-batching", action="store_true",
-                   help="time MODEL.CLIP.ROTATION_BATCHING 'batched' against 'sequential'")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return p.parse_args(argv)
 
@@ -51,78 +62,61 @@ def report_parameters(model) -> None:
         print(f"{name:34s} {n / 1e6:11.2f}M {t / 1e6:11.2f}M")
 
 
-def _batch(n, size, num_classes, device):
-    g = torch.Generator().manual_seed(0)
-    return [{"image": torch.randint(0, 256, (3, size, size), generator=g, dtype=torch.uint8).to(device),
-             "sem_seg": torch.randint(0, num_classes, (size, size), generator=g).to(device),
-             "height": size, "width": size} for _ in range(n)]
-
-
-def _time(fn, iters, warmup, device):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), min(times)
-
-
-def benchmark(cfg, args) -> dict:
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    device = model.device
-    n = args.batch_size or cfg.SOLVER.IMS_PER_BATCH
-    size = args.image_size or cfg.INPUT.CROP.SIZE[0]
-    batch = _batch(n, size, len(model.vocabulary), device)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
-
-    def train_step():
-        model.train()
-        loss = sum(model(batch).values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    def infer():
-        model.eval()
-        with torch.no_grad():
-            model(batch)
-
-    train = _time(train_step, args.iters, args.warmup, device)
-    test = _time(infer, args.iters, args.warmup, device)
-    return {"train": train, "inference": test, "batch": n, "size": size}
+def print_summary(result: dict) -> None:
+    peak = result["matmul_peak"]
+    print(f"batch {result['batch_size']} x {result['image_size']}px, {result['num_classes']} classes, "
+          f"{result['device']} {result['precision']}, {result['environment']['threads']} threads; "
+          f"matmul peak {peak['flops_per_s'] / 1e9:.1f} GFLOP/s ({peak['size']}^3 GEMM)")
+    for mode in MODES:
+        if mode not in result:
+            continue
+        r = result[mode]
+        print(f"[{mode}] median {r['median_s']:.3f} s (min {r['min_s']:.3f}, max {r['max_s']:.3f}, "
+              f"{r['runs']} runs), {r['images_per_s']:.3f} images/s, peak memory "
+              f"{r['peak_memory_bytes'] / 2 ** 30:.2f} GiB ({r['peak_memory_kind']})")
+        print(f"  {r['flops_per_image'] / 1e12:.3f} TFLOP/image, {r['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s, "
+              f"MFU {100 * r['mfu']:.1f}%, head {100 * r['head_share_of_forward']:.1f}% of the forward")
+        flops = r["forward_flops_per_image_by_group"]
+        for group, seconds in sorted(r["breakdown_s"].items(), key=lambda kv: -kv[1]):
+            f = flops.get(group)
+            extra = f"  {f / 1e9:10.2f} GFLOP/image (forward)" if f is not None and not math.isnan(f) else ""
+            print(f"    {group:22s} {seconds:9.3f} s{extra}")
+    if "rotation_batching" in result:
+        rb = result["rotation_batching"]
+        print(f"[CLIP rotations] batched {rb['batched']['median_s']:.3f} s, sequential "
+              f"{rb['sequential']['median_s']:.3f} s: batched is {rb['speedup_batched_over_sequential']:.2f}x")
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
     cfg = get_cfg()
     try:
         cfg.merge_from_file(args.config_file)
         cfg.merge_from_list(args.opts)
         if args.params_only:
             with torch.device("meta"):
-                model = build_model(cfg)
+                model = build_model(random_init_config(cfg))
             report_parameters(model)
             return 0
-        torch.set_num_threads(torch.get_num_threads())
-        modes = ["batched", "sequential"] if args.compare_rotation_batching else [cfg.MODEL.CLIP.ROTATION_BATCHING]
-        for mode in modes:
-            cfg.defrost()
-            cfg.MODEL.CLIP.ROTATION_BATCHING = mode
-            r = benchmark(cfg, args)
-            print(f"[{mode}] batch {r['batch']} x {r['size']}px on {cfg.MODEL.DEVICE}, "
-                  f"{torch.get_num_threads()} threads: train step {r['train'][0] * 1e3:.1f} ms "
-                  f"(min {r['train'][1] * 1e3:.1f}), inference {r['inference'][0] * 1e3:.1f} ms "
-                  f"(min {r['inference'][1] * 1e3:.1f}) -- median of {args.iters}")
-    except (AerOSegError, FileNotFoundError, KeyError) as exc:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        modes = list(MODES) if args.mode == "both" else [args.mode]
+        result = benchmark_config(
+            cfg, device=args.device, batch_size=args.batch_size, runs=args.runs, warmup=args.warmup,
+            modes=modes, precision=args.precision, rotation_batching=not args.no_rotation_batching,
+            matmul_size=args.matmul_size,
+        )
+        result["config_file"] = args.config_file
+        result["opts"] = list(args.opts)
+    except (AerOSegError, FileNotFoundError, KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    print_summary(result)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2, sort_keys=True))
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -73,6 +73,7 @@ def add_aeroseg_config(cfg: CfgNode) -> None:
     cfg.MODEL.SAM.USE_NECK = False  # pass the last tap through SAM's neck (256 channels) instead of the raw block output
     cfg.MODEL.SAM.PIXEL_MEAN = list(SAM_PIXEL_MEAN)  # SAM normalisation mean (0..255 RGB)
     cfg.MODEL.SAM.PIXEL_STD = list(SAM_PIXEL_STD)  # SAM normalisation std (0..255 RGB)
+    cfg.MODEL.SAM.ATTENTION = "sdpa"  # "sdpa": fused scaled_dot_product_attention (same result); "reference": segment-anything's forward
     # ImageEncoderViT arguments that replace the variant's (embed_dim, depth, num_heads, ...), e.g. a tiny test encoder.
     cfg.MODEL.SAM.ARCH_OVERRIDES = CN(new_allowed=True)
 

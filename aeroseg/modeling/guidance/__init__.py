@@ -8,7 +8,14 @@ from fvcore.common.registry import Registry
 
 from .clip_guidance import CLIPGuidance
 from .sam2_encoder import SAM2_VARIANTS, SAM2GuidanceEncoder, build_hiera_trunk, load_sam2_checkpoint
-from .sam_encoder import SAM_VARIANTS, SAMGuidanceEncoder, build_sam_image_encoder, load_sam_checkpoint
+from .sam_encoder import (
+    SAM_VARIANTS,
+    SAMGuidanceEncoder,
+    SDPARelPosAttention,
+    build_sam_image_encoder,
+    load_sam_checkpoint,
+    set_attention_implementation,
+)
 
 GUIDANCE_ENCODER_REGISTRY = Registry("GUIDANCE_ENCODER")
 GUIDANCE_ENCODER_REGISTRY.__doc__ = "Guidance encoders, selected by MODEL.GUIDANCE.ENCODER."
@@ -55,9 +62,11 @@ __all__ = [
     "SAM2_VARIANTS",
     "SAM_VARIANTS",
     "SAMGuidanceEncoder",
+    "SDPARelPosAttention",
     "build_guidance_encoder",
     "build_hiera_trunk",
     "build_sam_image_encoder",
     "load_sam2_checkpoint",
     "load_sam_checkpoint",
+    "set_attention_implementation",
 ]

@@ -9,13 +9,16 @@ from typing import Dict, List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT
+from segment_anything.modeling.image_encoder import Attention as SAMAttention
+from segment_anything.modeling.image_encoder import get_rel_pos
 from torch import nn
 
 from ...checkpoint.state_dict_io import describe_mismatch, read_state_dict
 from ...utils.errors import CheckpointError, ConfigError
 from .base import ImageGuidanceEncoder, run_blocks_with_taps, validate_taps
 
-__all__ = ["SAM_VARIANTS", "SAMGuidanceEncoder", "build_sam_image_encoder", "load_sam_checkpoint"]
+__all__ = ["ATTENTION_IMPLEMENTATIONS", "SAM_VARIANTS", "SAMGuidanceEncoder", "SDPARelPosAttention",
+           "build_sam_image_encoder", "load_sam_checkpoint", "set_attention_implementation"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +30,54 @@ SAM_VARIANTS: Dict[str, dict] = {
 }
 _COMMON = dict(patch_size=16, mlp_ratio=4.0, out_chans=256, qkv_bias=True, use_rel_pos=True,
                window_size=14)
+
+
+class SDPARelPosAttention(SAMAttention):
+    """segment-anything's ``Attention`` computed by ``F.scaled_dot_product_attention``.
+
+    Same parameters and same result as the original (windowed or global multi-head attention
+    with decomposed relative-position bias, MViTv2): the bias ``q . R_h + q . R_w`` is built as a
+    (B, heads, N, N) additive mask, N = H * W tokens, so the fused kernel computes the softmax
+    without materialising the scaled, biased and normalised attention maps separately (the
+    original keeps three N x N tensors per head alive). Swapped onto the blocks by
+    :func:`set_attention_implementation` (the state dict is unchanged).
+
+    ``forward(x)``: (B, H, W, C) -> (B, H, W, C).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, height, width, _ = x.shape
+        tokens = height * width
+        # (B, N, 3 C) -> 3 x (B, heads, N, C_head)
+        q, k, v = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        bias = None
+        if self.use_rel_pos:
+            rel_h = get_rel_pos(height, height, self.rel_pos_h)  # (H, H, C_head)
+            rel_w = get_rel_pos(width, width, self.rel_pos_w)  # (W, W, C_head)
+            q_grid = q.reshape(batch, self.num_heads, height, width, -1)
+            # The bias uses the unscaled queries, as segment-anything's add_decomposed_rel_pos does.
+            bias_h = torch.einsum("bnhwc,hkc->bnhwk", q_grid, rel_h.to(q.dtype))
+            bias_w = torch.einsum("bnhwc,wkc->bnhwk", q_grid, rel_w.to(q.dtype))
+            bias = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(batch, self.num_heads, tokens, tokens)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        return self.proj(out.transpose(1, 2).reshape(batch, height, width, -1))
+
+
+# MODEL.SAM.ATTENTION: "sdpa" (fused, default) or "reference" (segment-anything's own forward).
+ATTENTION_IMPLEMENTATIONS = {"sdpa": SDPARelPosAttention, "reference": SAMAttention}
+
+
+def set_attention_implementation(encoder: nn.Module, name: str) -> nn.Module:
+    """Switch every SAM ``Attention`` of ``encoder`` to ``name`` (see :data:`ATTENTION_IMPLEMENTATIONS`).
+
+    Only the class (i.e. the forward) changes; parameters, buffers and state-dict keys do not.
+    """
+    if name not in ATTENTION_IMPLEMENTATIONS:
+        raise ConfigError(f"MODEL.SAM.ATTENTION={name!r}: expected one of {sorted(ATTENTION_IMPLEMENTATIONS)}")
+    for module in encoder.modules():
+        if isinstance(module, SAMAttention):
+            module.__class__ = ATTENTION_IMPLEMENTATIONS[name]
+    return encoder
 
 
 def build_sam_image_encoder(variant: str, input_size: int, overrides: Optional[dict] = None) -> ImageEncoderViT:
@@ -102,6 +153,8 @@ class SAMGuidanceEncoder(ImageGuidanceEncoder):
         frozen: no gradients and always eval mode (paper); False lets it be fine-tuned.
         use_neck: pass the last tap through SAM's neck (256 channels).
         pixel_mean, pixel_std: SAM's normalisation on the 0..255 scale.
+        attention: "sdpa" (fused ``scaled_dot_product_attention``, same result) or "reference"
+            (segment-anything's forward); see :func:`set_attention_implementation`.
 
     ``forward(images)`` takes a list of (3, H, W) RGB images (0..255) and returns
     ``{"taps": [F1, F2, F3], "target": F3}`` with ``F_i`` of shape (B, C_i, H_s, W_s),
@@ -117,10 +170,11 @@ class SAMGuidanceEncoder(ImageGuidanceEncoder):
         use_neck: bool = False,
         pixel_mean: Sequence[float] = (123.675, 116.28, 103.53),
         pixel_std: Sequence[float] = (58.395, 57.12, 57.375),
+        attention: str = "sdpa",
     ):
         super().__init__(input_size=encoder.img_size, pixel_mean=pixel_mean, pixel_std=pixel_std, frozen=frozen)
         self.tap_layers = validate_taps(tap_layers, len(encoder.blocks), "MODEL.SAM.TAP_LAYERS")
-        self.encoder = encoder
+        self.encoder = set_attention_implementation(encoder, attention)
         self.use_neck = bool(use_neck)
         if not use_neck:
             # The neck's parameters would be unused (no gradient, DDP complains): drop it.
@@ -157,6 +211,7 @@ class SAMGuidanceEncoder(ImageGuidanceEncoder):
             use_neck=s.USE_NECK,
             pixel_mean=s.PIXEL_MEAN,
             pixel_std=s.PIXEL_STD,
+            attention=s.ATTENTION,
         )
         if s.CHECKPOINT:
             load_sam_checkpoint(guidance.encoder, s.CHECKPOINT, s.VARIANT)
