@@ -114,6 +114,19 @@ def matmul_peak_flops(device: torch.device, precision: str = "fp32", size: int =
 
 
 # --------------------------------------------------------------------------- FLOPs
+def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_attention_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args,
+                                  out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_backward_flop_count
+
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
 def flop_counter() -> FlopCounterMode:
     """A ``FlopCounterMode`` that also counts the CPU's fused attention kernel.
 
@@ -121,14 +134,12 @@ def flop_counter() -> FlopCounterMode:
     ``aten._scaled_dot_product_flash_attention_for_cpu`` (what ``F.scaled_dot_product_attention``
     runs on the CPU), which would count attention as free; the same formulas apply to it.
     """
-    from torch.utils import flop_counter as fc
-
     aten = torch.ops.aten
     mapping = {}
     if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
-        mapping[aten._scaled_dot_product_flash_attention_for_cpu] = fc.sdpa_flop
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_attention_flops
     if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
-        mapping[aten._scaled_dot_product_flash_attention_for_cpu_backward] = fc.sdpa_backward_flop
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu_backward] = _cpu_attention_backward_flops
     return FlopCounterMode(display=False, depth=None, custom_mapping=mapping)
 
 

@@ -1,0 +1,141 @@
+"""The measuring code of tools/benchmark.py: FLOP counts, timers, MFU, and the JSON it writes."""
+import json
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aeroseg.utils.benchmark import (
+    ModuleTimer,
+    count_flops,
+    group_flops,
+    matmul_peak_flops,
+    summarize_times,
+)
+from conftest import REPO, TINY_CONFIG
+
+
+def _cli():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("aeroseg_benchmark_cli", REPO / "tools" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def _mlp():
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+
+
+def test_flops_of_a_linear_model_are_twice_the_multiply_adds():
+    model = _mlp()
+    x = torch.randn(3, 8)
+    total, per_module = count_flops(lambda: model(x))
+    first, second = 2 * 3 * 8 * 16, 2 * 3 * 16 * 4  # 2 x (batch x in x out)
+    assert total == first + second
+    groups = group_flops(model, per_module, {"first": lambda n, m: n == "0", "second": lambda n, m: n == "2"})
+    assert groups == {"first": first, "second": second}
+
+
+def test_fused_cpu_attention_is_counted():
+    q, k, v = (torch.randn(1, 2, 5, 4) for _ in range(3))
+    total, _ = count_flops(lambda: F.scaled_dot_product_attention(q, k, v))
+    assert total == 2 * (2 * 1 * 2 * 5 * 4 * 5)  # q k^T and attn v: 2 x (B H S D S) each
+
+
+def test_matmul_peak_is_a_plausible_throughput():
+    peak = matmul_peak_flops(torch.device("cpu"), "fp32", size=256, repeats=2, min_seconds=0.01)
+    assert peak["size"] == 256 and peak["seconds_per_gemm"] > 0
+    assert peak["flops_per_s"] == pytest.approx(2 * 256 ** 3 / peak["seconds_per_gemm"])
+    assert 1e8 < peak["flops_per_s"] < 1e15
+
+
+class _Slow(nn.Module):
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+
+    def forward(self, x):
+        time.sleep(self.seconds)
+        return x
+
+
+def _helper(x):
+    time.sleep(0.02)
+    return x
+
+
+def test_module_timer_attributes_time_to_groups_and_restores_functions():
+    import sys
+
+    model = nn.Sequential(_Slow(0.05), nn.Sequential(_Slow(0.03), _Slow(0.01)), nn.Linear(2, 2))
+    this = sys.modules[__name__]
+    original = this._helper
+    groups = {"first": lambda n, m: n == "0", "second": lambda n, m: n == "1"}
+    with ModuleTimer(model, groups, {"helper": [(this, "_helper")]}, device=torch.device("cpu")) as timer:
+        assert this._helper is not original and this._helper.__wrapped__ is original
+        timer.start_run()
+        model(torch.zeros(1, 2))
+        this._helper(0)
+        times = timer.end_run()
+    assert this._helper is original  # unpatched on exit
+    assert timer.groups == {"first": ["0"], "second": ["1"]}  # outermost matches only: nested ones count once
+    # sleep() lasts at least what it is asked for (more on a loaded machine)
+    assert times["first"] >= 0.05 and times["second"] >= 0.04 and times["helper"] >= 0.02
+    assert set(times) == {"first", "second", "helper"}
+    assert len(timer.runs) == 1
+
+
+def test_summarize_times():
+    s = summarize_times([3.0, 1.0, 2.0])
+    assert (s["median_s"], s["min_s"], s["max_s"], s["runs"]) == (2.0, 1.0, 3.0, 3)
+
+
+def test_benchmark_json_on_the_tiny_model(tmp_path):
+    main = _cli()
+    out = tmp_path / "bench.json"
+    assert main(["--config-file", str(TINY_CONFIG), "--batch-size", "2", "--runs", "2", "--warmup", "1",
+                 "--json", str(out), "DATASETS.TRAIN", "()", "DATASETS.TEST", "()"]) == 0
+    r = json.loads(out.read_text())
+    assert r["batch_size"] == 2 and r["precision"] == "fp32" and r["num_classes"] == 6
+    assert r["matmul_peak"]["flops_per_s"] > 0
+    inference, train = r["inference"], r["train"]
+    for mode in (inference, train):
+        assert mode["runs"] == 2 and mode["min_s"] <= mode["median_s"] <= mode["max_s"]
+        assert mode["images_per_s"] == pytest.approx(2 / mode["median_s"])
+        assert 0 < mode["mfu"] <= 1.5
+        assert mode["mfu"] == pytest.approx(mode["achieved_flops_per_s"] / r["matmul_peak"]["flops_per_s"])
+        assert mode["peak_memory_bytes"] > 50 * 2 ** 20  # a Python process with torch loaded
+        groups = mode["forward_flops_per_image_by_group"]
+        assert all(v >= 0 for v in groups.values())
+        assert sum(groups.values()) == pytest.approx(mode["forward_flops_per_image"])
+        for part in ("clip", "guidance_encoder", "correlation", "spatial_refinement", "class_refinement", "decoder"):
+            assert groups[part] > 0 and mode["breakdown_s"][part] > 0
+        b = mode["breakdown_s"]
+        in_forward = [g for g in b if g not in ("forward", "backward", "optimizer_step")]
+        assert sum(b[g] for g in in_forward) == pytest.approx(b["forward"], rel=1e-6)
+        assert 0 < mode["head_share_of_forward"] < 1
+    # All of inference's FLOPs are inside named groups; the text tower is cached, so not counted.
+    assert inference["forward_flops_per_image_by_group"]["other"] == 0
+    assert "text_encoder" not in inference["breakdown_s"]
+    # Training: the text tower runs (trainable q/v), back-projection and losses are in the forward,
+    # and backward costs about twice the forward (no input gradient for frozen parts: less).
+    assert train["forward_flops_per_image_by_group"]["back_projection"] > 0
+    assert train["forward_flops_per_image_by_group"]["text_encoder"] > 0
+    assert 1.5 * train["forward_flops_per_image"] < train["flops_per_image"] < 3.5 * train["forward_flops_per_image"]
+    b = train["breakdown_s"]
+    # median of 2 runs = their mean, so the parts of a step add up to the step (zero_grad aside)
+    assert b["forward"] + b["backward"] + b["optimizer_step"] == pytest.approx(train["median_s"], rel=0.1)
+    rb = r["rotation_batching"]
+    assert rb["speedup_batched_over_sequential"] == pytest.approx(
+        rb["sequential"]["median_s"] / rb["batched"]["median_s"])
+
+
+def test_benchmark_errors_are_one_line(capsys):
+    main = _cli()
+    assert main(["--config-file", str(TINY_CONFIG), "--runs", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --runs 0") and "\n" not in err
