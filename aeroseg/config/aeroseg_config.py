@@ -35,6 +35,7 @@ def add_aeroseg_config(cfg: CfgNode) -> None:
     cfg.SOLVER.GUIDANCE_MULTIPLIER = 0.1  # lr of the guidance encoder when it is fine-tuned (Table 4: 2e-5)
     cfg.SOLVER.OPTIMIZER = "ADAMW"  # the paper trains with AdamW
     cfg.SOLVER.POLY_LR_POWER = 0.9  # exponent of SOLVER.LR_SCHEDULER_NAME "WarmupPolyLR"
+    cfg.TEST.IMS_PER_BATCH = 1  # images per model call in evaluation (speed only; results do not depend on it)
     cfg.INPUT.RANDOM_ROTATE_90 = False  # training augmentation: rotate by a random multiple of 90 degrees
     cfg.INPUT.COLOR_AUG_SSD = False  # training augmentation: SSD photometric distortions of the image (CAT-Seg's COLOR_AUG_SSD)
     # Extra datasets: [{NAME, ROOT, CLASSES, UNSEEN}] registered as NAME_train / NAME_val (see README).
