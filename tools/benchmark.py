@@ -43,6 +43,11 @@ def parse_args(argv=None):
     p.add_argument("--matmul-size", type=int, default=None, help="GEMM side for the peak (CPU 2048, CUDA 8192)")
     p.add_argument("--no-rotation-batching", action="store_true",
                    help="skip timing CLIP with batched vs sequential rotations (MODEL.CLIP.ROTATION_BATCHING)")
+    p.add_argument("--compare-precision", choices=["fp32", "bf16", "fp16"], default=None,
+                   help="also time the inference forward of the same model in this precision")
+    p.add_argument("--compare", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                   help="also time the inference forward of a model built with this override "
+                        "(repeatable), e.g. --compare MODEL.SAM.INPUT_SIZE 512")
     p.add_argument("--json", default=None, help="write the full result here")
     p.add_argument("--params-only", action="store_true", help="only report parameter counts (meta device)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
@@ -81,6 +86,13 @@ def print_summary(result: dict) -> None:
             f = flops.get(group)
             extra = f"  {f / 1e9:10.2f} GFLOP/image (forward)" if f is not None and not math.isnan(f) else ""
             print(f"    {group:22s} {seconds:9.3f} s{extra}")
+    for key, label in (("precision_comparison", "precision"), ("config_comparison", "config")):
+        if key in result:
+            c = result[key]
+            parts = [f"{name} {v['median_s']:.3f} s ({v['images_per_s']:.3f} images/s, MFU {100 * v['mfu']:.1f}%)"
+                     for name, v in c.items() if isinstance(v, dict) and "median_s" in v]
+            opts = f" {' '.join(c['opts'])}:" if "opts" in c else ""
+            print(f"[{label} comparison]{opts} " + "; ".join(parts) + f"; speed-up {c['speedup']:.2f}x")
     if "rotation_batching" in result:
         rb = result["rotation_batching"]
         print(f"[CLIP rotations] batched {rb['batched']['median_s']:.3f} s, sequential "
@@ -105,7 +117,8 @@ def main(argv=None) -> int:
         result = benchmark_config(
             cfg, device=args.device, batch_size=args.batch_size, runs=args.runs, warmup=args.warmup,
             modes=modes, precision=args.precision, rotation_batching=not args.no_rotation_batching,
-            matmul_size=args.matmul_size,
+            matmul_size=args.matmul_size, compare_precision=args.compare_precision,
+            compare_opts=[v for pair in args.compare for v in pair],
         )
         result["config_file"] = args.config_file
         result["opts"] = list(args.opts)

@@ -31,6 +31,8 @@ def add_aeroseg_config(cfg: CfgNode) -> None:
     fvcore one).
     """
     CN = type(cfg)
+    cfg.MODEL.COMPILE = False  # torch.compile the transformer blocks and head modules (same outputs; first calls compile)
+    cfg.MODEL.COMPILE_BACKEND = "inductor"  # torch.compile backend used when MODEL.COMPILE is True
     cfg.SOLVER.CLIP_MULTIPLIER = 0.01  # lr of CLIP's trainable params = BASE_LR x this (2e-6 / 2e-4)
     cfg.SOLVER.GUIDANCE_MULTIPLIER = 0.1  # lr of the guidance encoder when it is fine-tuned (Table 4: 2e-5)
     cfg.SOLVER.OPTIMIZER = "ADAMW"  # the paper trains with AdamW

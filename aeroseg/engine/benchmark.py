@@ -204,7 +204,8 @@ def _rotation_batching(model, batch, *, device, precision: str, runs: int, warmu
 
 def benchmark_config(cfg, *, device: Optional[str] = None, batch_size: Optional[int] = None,
                      runs: int = 3, warmup: int = 1, modes: Sequence[str] = MODES, precision: str = "fp32",
-                     rotation_batching: bool = True, matmul_size: Optional[int] = None, seed: int = 0) -> dict:
+                     rotation_batching: bool = True, matmul_size: Optional[int] = None, seed: int = 0,
+                     compare_precision: Optional[str] = None, compare_opts: Sequence[str] = ()) -> dict:
     """Measure the model of ``cfg`` (random init) on a synthetic batch; see the module docstring.
 
     Args:
@@ -215,6 +216,11 @@ def benchmark_config(cfg, *, device: Optional[str] = None, batch_size: Optional[
         precision: "fp32", or "bf16"/"fp16" autocast; the matmul peak is measured in the same dtype.
         rotation_batching: also time the CLIP backbone with batched vs sequential rotations.
         matmul_size: side of the GEMM measuring the peak (default 2048 on CPU, 8192 on CUDA).
+        compare_precision: also time the inference forward of the same model in this precision
+            (``result["precision_comparison"]``, with its own matmul peak).
+        compare_opts: config overrides ``[KEY, VALUE, ...]``: also time the inference forward of a
+            second model built with them (``result["config_comparison"]``), e.g.
+            ``["MODEL.SAM.INPUT_SIZE", "512"]``.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision {precision!r}: expected one of {sorted(PRECISIONS)}")
@@ -253,6 +259,38 @@ def benchmark_config(cfg, *, device: Optional[str] = None, batch_size: Optional[
         logger.info("benchmark: %s, batch %d, %s, %d runs after %d warm-up", mode, n, precision, runs, warmup)
         result[mode] = _measure_mode(model, batch, mode, device=device_t, precision=precision, runs=runs,
                                      warmup=warmup, peak_flops=peak["flops_per_s"])
+    def summary(r):
+        keys = ("median_s", "min_s", "max_s", "runs", "images_per_s", "mfu", "flops_per_image",
+                "peak_memory_bytes", "breakdown_s")
+        return {k: r[k] for k in keys}
+
+    if compare_precision:
+        if compare_precision not in PRECISIONS:
+            raise ConfigError(f"--compare-precision {compare_precision!r}: expected one of {sorted(PRECISIONS)}")
+        other_peak = matmul_peak_flops(device_t, compare_precision, peak["size"])
+        other = _measure_mode(model, batch, "inference", device=device_t, precision=compare_precision, runs=runs,
+                              warmup=warmup, peak_flops=other_peak["flops_per_s"])
+        base = result.get("inference") or _measure_mode(model, batch, "inference", device=device_t,
+                                                        precision=precision, runs=runs, warmup=warmup,
+                                                        peak_flops=peak["flops_per_s"])
+        result["precision_comparison"] = {
+            precision: summary(base), compare_precision: summary(other), "matmul_peak_" + compare_precision: other_peak,
+            "speedup": base["median_s"] / other["median_s"],
+        }
+    if compare_opts:
+        other_cfg = cfg.clone()
+        other_cfg.defrost()
+        other_cfg.merge_from_list(list(compare_opts))
+        torch.manual_seed(seed)
+        other_model = build_model(random_init_config(other_cfg))
+        other = _measure_mode(other_model, batch, "inference", device=device_t, precision=precision, runs=runs,
+                              warmup=warmup, peak_flops=peak["flops_per_s"])
+        del other_model
+        base = result.get("inference") or _measure_mode(model, batch, "inference", device=device_t,
+                                                        precision=precision, runs=runs, warmup=warmup,
+                                                        peak_flops=peak["flops_per_s"])
+        result["config_comparison"] = {"opts": list(compare_opts), "base": summary(base), "with_opts": summary(other),
+                                       "speedup": base["median_s"] / other["median_s"]}
     if rotation_batching:
         result["rotation_batching"] = _rotation_batching(model, batch, device=device_t, precision=precision,
                                                          runs=runs, warmup=min(warmup, 1))
