@@ -98,6 +98,7 @@ def test_benchmark_json_on_the_tiny_model(tmp_path):
     main = _cli()
     out = tmp_path / "bench.json"
     assert main(["--config-file", str(TINY_CONFIG), "--batch-size", "2", "--runs", "2", "--warmup", "1",
+                 "--matmul-size", "256", "--compare-precision", "bf16", "--compare", "MODEL.SAM.INPUT_SIZE", "32",
                  "--json", str(out), "DATASETS.TRAIN", "()", "DATASETS.TEST", "()"]) == 0
     r = json.loads(out.read_text())
     assert r["batch_size"] == 2 and r["precision"] == "fp32" and r["num_classes"] == 6
@@ -107,6 +108,7 @@ def test_benchmark_json_on_the_tiny_model(tmp_path):
         assert mode["runs"] == 2 and mode["min_s"] <= mode["median_s"] <= mode["max_s"]
         assert mode["images_per_s"] == pytest.approx(2 / mode["median_s"])
         assert 0 < mode["mfu"] <= 1.5
+        assert mode["achieved_flops_per_s"] == pytest.approx(2 * mode["flops_per_image"] / mode["median_s"])
         assert mode["mfu"] == pytest.approx(mode["achieved_flops_per_s"] / r["matmul_peak"]["flops_per_s"])
         assert mode["peak_memory_bytes"] > 50 * 2 ** 20  # a Python process with torch loaded
         groups = mode["forward_flops_per_image_by_group"]
@@ -129,6 +131,17 @@ def test_benchmark_json_on_the_tiny_model(tmp_path):
     b = train["breakdown_s"]
     # median of 2 runs = their mean, so the parts of a step add up to the step (zero_grad aside)
     assert b["forward"] + b["backward"] + b["optimizer_step"] == pytest.approx(train["median_s"], rel=0.1)
+    # comparisons in the same run: a smaller SAM input does fewer FLOPs; bf16 about the same FLOPs
+    # (not exactly: under autocast some attention calls take PyTorch's unfused path, counted op by op)
+    cc = r["config_comparison"]
+    assert cc["opts"] == ["MODEL.SAM.INPUT_SIZE", "32"]
+    assert cc["base"]["flops_per_image"] == inference["flops_per_image"]
+    assert 0 < cc["with_opts"]["flops_per_image"] < cc["base"]["flops_per_image"]
+    assert cc["speedup"] == pytest.approx(cc["base"]["median_s"] / cc["with_opts"]["median_s"])
+    pc = r["precision_comparison"]
+    assert pc["fp32"]["flops_per_image"] == inference["flops_per_image"]
+    assert pc["bf16"]["flops_per_image"] == pytest.approx(pc["fp32"]["flops_per_image"], rel=0.1)
+    assert pc["matmul_peak_bf16"]["dtype"] == "bf16" and 0 < pc["bf16"]["mfu"]
     rb = r["rotation_batching"]
     assert rb["speedup_batched_over_sequential"] == pytest.approx(
         rb["sequential"]["median_s"] / rb["batched"]["median_s"])

@@ -22,7 +22,7 @@ import resource
 import statistics
 import time
 from collections import defaultdict
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -88,7 +88,8 @@ def matmul_peak_flops(device: torch.device, precision: str = "fp32", size: int =
                       repeats: int = 5, min_seconds: float = 0.2) -> dict:
     """Dense matmul throughput: the best of ``repeats`` timings of a (size x size) @ (size x size) GEMM.
 
-    Each timing multiplies the same operands enough times to last at least ``min_seconds``.
+    Each timing multiplies the same operands enough times to last at least ``min_seconds``; fewer
+    than ``repeats`` timings are made once ``5 * min_seconds`` have passed.
     Returns ``{"flops_per_s", "size", "dtype", "seconds_per_gemm"}`` with 2 * size**3 FLOPs per GEMM.
     """
     dtype = PRECISIONS[precision]
@@ -103,7 +104,10 @@ def matmul_peak_flops(device: torch.device, precision: str = "fp32", size: int =
     synchronize(device)
     reps = max(1, math.ceil(min_seconds / max(time.perf_counter() - start, 1e-9)))
     best = math.inf
-    for _ in range(repeats):
+    budget = time.perf_counter() + 5 * min_seconds  # a slow dtype (bf16 without hardware support) stops early
+    for i in range(repeats):
+        if i and time.perf_counter() > budget:
+            break
         synchronize(device)
         start = time.perf_counter()
         for _ in range(reps):
