@@ -46,8 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--compare-precision", choices=["fp32", "bf16", "fp16"], default=None,
                    help="also time the inference forward of the same model in this precision")
     p.add_argument("--compare", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
-                   help="also time the inference forward of a model built with this override "
-                        "(repeatable), e.g. --compare MODEL.SAM.INPUT_SIZE 512")
+                   help="also time the inference forward of a second model built with this override "
+                        "(repeat it to give that model several overrides), e.g. --compare MODEL.SAM.INPUT_SIZE 512")
     p.add_argument("--json", default=None, help="write the full result here")
     p.add_argument("--params-only", action="store_true", help="only report parameter counts (meta device)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
