@@ -2,21 +2,9 @@ import pytest
 import torch
 
 from aeroseg.config import get_cfg
-from aeroseg.modeling import AerOSeg, META_ARCH_REGISTRY, build_model, count_parameters
+from aeroseg.modeling import build_model, count_parameters
 from aeroseg.utils.errors import ConfigError
-from conftest import BASE_CONFIG, build_tiny, random_batch, tiny_cfg
-
-
-def test_registered_and_configurable():
-    assert META_ARCH_REGISTRY.get("AerOSeg") is AerOSeg
-    cfg = tiny_cfg()
-    torch.manual_seed(3)
-    a = AerOSeg(cfg)
-    torch.manual_seed(3)
-    b = AerOSeg(**AerOSeg.from_config(cfg))
-    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
-        assert ka == kb
-        torch.testing.assert_close(va, vb)
+from conftest import BASE_CONFIG, build_tiny, random_batch
 
 
 def test_training_returns_both_losses_and_inference_the_sem_seg_contract():
@@ -71,21 +59,6 @@ def test_permuted_vocabulary_permutes_the_output():
         model.set_vocabulary([names[i] for i in perm])
         permuted = model(batch)[0]["sem_seg"]
     torch.testing.assert_close(permuted, ref[perm], rtol=1e-4, atol=1e-5)
-
-
-def test_open_vocabulary_any_class_list():
-    model = build_tiny()
-    model.eval()
-    batch = random_batch(1)
-    with torch.no_grad():
-        six = model(batch)[0]["sem_seg"]
-        model.set_vocabulary(["tennis court", "harbor", "building"])  # never trained on, any size
-        three = model(batch)[0]["sem_seg"]
-    assert three.shape[0] == 3 and model.vocabulary == ["tennis court", "harbor", "building"]
-    assert torch.isfinite(three).all() and 0 <= three.min() and three.max() <= 1
-    # "building" is class 0 of the default vocabulary; class attention mixes in the other classes,
-    # so its map changes with the context, but it is the same text and correlation input.
-    assert not torch.allclose(three[2], six[0])
 
 
 def test_text_embeddings_are_cached_until_the_vocabulary_changes(monkeypatch):
