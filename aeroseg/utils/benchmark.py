@@ -55,7 +55,9 @@ AEROSEG_MODULE_GROUPS: Dict[str, Callable[[str, nn.Module], bool]] = {
     "guidance_encoder": lambda n, m: n == "guidance_encoder",
     "correlation": lambda n, m: n == "correlation_embed",
     "guidance_projections": lambda n, m: n in ("spatial_guidance_proj", "text_guidance_proj"),
-    "spatial_refinement": lambda n, m: "SpatialRefinement" in type(m).__name__,
+    # Its Swin blocks, not SpatialRefinementBlock: the refinement block calls that one's
+    # forward_channels_last, which no module hook sees.
+    "spatial_refinement": lambda n, m: type(m).__name__ == "GuidedSwinBlock",
     "class_refinement": lambda n, m: "ClassRefinement" in type(m).__name__,
     "decoder": lambda n, m: n == "decoder",
     "back_projection": lambda n, m: n == "back_projection",
