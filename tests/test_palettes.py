@@ -164,3 +164,20 @@ def test_registered_isaid_metadata_and_training_label_map():
     lut = training_label_map(meta.stuff_classes, meta.seen_classes, 255)
     assert lut[:15].tolist() == [0, 1, 2, 255, 3, 4, 255, 5, 255, 255, 6, 7, 255, 8, 255]
     assert lut[255] == 255
+
+
+def test_openearthmap_display_palette():
+    """The colours predict.py draws for OpenEarthMap classes: the release's colour table
+    (OpenEarthMap paper / dataset figures: bareland #800000, rangeland #00FF24, developed space
+    #949494, road #FFFFFF, tree #226126, water #0045FF, agriculture land #4BB549, building
+    #DE1F07), class by class, written as literals here."""
+    from aeroseg.data.datasets.builtin_meta import OEM_CLASSES
+    from aeroseg.inference.visualize import class_palette
+
+    official = {"bareland": (128, 0, 0), "rangeland": (0, 255, 36), "developed space": (148, 148, 148),
+                "road": (255, 255, 255), "tree": (34, 97, 38), "water": (0, 69, 255),
+                "agriculture land": (75, 181, 73), "building": (222, 31, 7)}
+    assert list(OEM_CLASSES) == list(official)
+    palette = class_palette(list(official))
+    for name, rgb in zip(official, palette):
+        assert tuple(int(v) for v in rgb) == official[name], name

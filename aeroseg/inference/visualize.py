@@ -12,7 +12,7 @@ __all__ = ["class_palette", "colorize", "overlay_with_legend", "preview_size", "
 
 # OpenEarthMap's colour table (the class colours of its release and paper figures), class order.
 OEM_PALETTE = [(128, 0, 0), (0, 255, 36), (148, 148, 148), (255, 255, 255),
-               (34, 97, 38), (0, 69, 255), (75, 181, 73), (222, 31, 53)]
+               (34, 97, 38), (0, 69, 255), (75, 181, 73), (222, 31, 7)]
 # dataset -> {class name: RGB}; classes named like a dataset's get that dataset's colours.
 DATASET_PALETTES: Dict[str, Dict[str, tuple]] = {
     "isaid": dict(zip(ISAID_CLASSES, ISAID_PALETTE)),
