@@ -1,5 +1,6 @@
 import logging
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,29 @@ def random_batch(n: int = 2, size: int = 64, num_classes: int = 6, seed: int = 0
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+def config_leaves(node, prefix=""):
+    """{"A.B.C": value} for every non-node entry of a (nested) CfgNode."""
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(config_leaves(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+@pytest.fixture(scope="module")
+def datasets_dir(tmp_path_factory):
+    """One $AEROSEG_DATASETS folder per test module (the synthetic set is generated once there)."""
+    return tmp_path_factory.mktemp("datasets")
+
+
+def run_train_net(out, *opts, flags=()):
+    """``tools/train_net.py [flags] --config-file <tiny> OUTPUT_DIR out opts...`` in-process; its exit code."""
+    if str(REPO / "tools") not in sys.path:
+        sys.path.insert(0, str(REPO / "tools"))
+    import train_net
+
+    return train_net.run([*flags, "--config-file", str(TINY_CONFIG), "OUTPUT_DIR", str(out), *opts])

@@ -9,17 +9,8 @@ from aeroseg.config import REMOTE_SENSING_TEMPLATES, add_aeroseg_config, get_cfg
 from aeroseg.config import aeroseg_config as aeroseg_config_module
 from aeroseg.config.defaults import _C as STANDARD_KEYS
 from conftest import BASE_CONFIG, REPO, TINY_CONFIG, tiny_cfg
+from conftest import config_leaves as _leaves
 
-
-def _leaves(node, prefix=""):
-    """{"A.B.C": value} for every non-node entry of a (nested) CfgNode."""
-    out = {}
-    for key, value in node.items():
-        if isinstance(value, dict):
-            out.update(_leaves(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
 
 
 def test_standard_detectron2_keys_present():

@@ -22,19 +22,10 @@ from aeroseg.modeling import AerOSeg  # noqa: E402
 from aeroseg.modeling import META_ARCH_REGISTRY as AEROSEG_META_ARCH_REGISTRY  # noqa: E402
 from aeroseg.utils import detectron2_available  # noqa: E402
 from conftest import REPO, TINY_CONFIG, random_batch, tiny_cfg  # noqa: E402
+from conftest import config_leaves as _leaves  # noqa: E402
 
 NUM_CLASSES = 6  # len(MODEL.AEROSEG.VOCABULARY) in configs/demo/tiny_cpu.yaml
 
-
-def _leaves(node, prefix=""):
-    """{"A.B.C": value} for every non-node entry of a (nested) CfgNode."""
-    out = {}
-    for key, value in node.items():
-        if isinstance(value, dict):
-            out.update(_leaves(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
 
 
 def _nodes(node, prefix=""):

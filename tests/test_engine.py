@@ -8,25 +8,16 @@ import torch
 
 from aeroseg.engine import Trainer
 from aeroseg.solver import get_param_groups
-from conftest import REPO, TINY_CONFIG, build_tiny, tiny_cfg
+from conftest import REPO, build_tiny, tiny_cfg
+from conftest import run_train_net as _run
 
 sys.path.insert(0, str(REPO / "tools"))
 import train_net  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def datasets_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("datasets")
-
-
 @pytest.fixture(autouse=True)
 def _datasets_env(datasets_dir, monkeypatch):
     monkeypatch.setenv("AEROSEG_DATASETS", str(datasets_dir))
-
-
-def _run(out, *opts, flags=()):
-    argv = [*flags, "--config-file", str(TINY_CONFIG), "OUTPUT_DIR", str(out), *opts]
-    return train_net.run(argv)
 
 
 def _final_state(out):

@@ -12,6 +12,7 @@ from PIL import Image
 
 from aeroseg.data import DatasetCatalog, MetadataCatalog
 from conftest import REPO, TINY_CONFIG
+from conftest import run_train_net as _run
 
 sys.path.insert(0, str(REPO / "tools"))
 import train_net  # noqa: E402
@@ -20,18 +21,9 @@ CLASSES = ["building", "road", "tree", "water", "low vegetation", "car"]
 UNSEEN = ["water", "car"]
 
 
-@pytest.fixture(scope="module")
-def datasets_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("datasets")
-
-
 @pytest.fixture(autouse=True)
 def _datasets_env(datasets_dir, monkeypatch):
     monkeypatch.setenv("AEROSEG_DATASETS", str(datasets_dir))
-
-
-def _run(out, *opts, flags=()):
-    return train_net.run([*flags, "--config-file", str(TINY_CONFIG), "OUTPUT_DIR", str(out), *opts])
 
 
 def _fabricate(root, n_train=4, n_val=4, size=64, seed=0):
