@@ -46,6 +46,21 @@ def test_fused_cpu_attention_is_counted():
     assert total == 2 * (2 * 1 * 2 * 5 * 4 * 5)  # q k^T and attn v: 2 x (B H S D S) each
 
 
+def test_multihead_attention_fast_path_counts_what_the_training_path_counts():
+    # nn.MultiheadAttention runs one fused kernel at inference (open_clip's CLIP blocks) and
+    # separate matmuls + SDPA in training; both must count the same, cross-attention included.
+    attention = nn.MultiheadAttention(16, 4, batch_first=True)
+    query, memory = torch.randn(2, 5, 16), torch.randn(2, 3, 16)
+    counts = {}
+    for training in (False, True):
+        attention.train(training)
+        with torch.no_grad():
+            counts[training], _ = count_flops(lambda: attention(query, memory, memory, need_weights=False))
+    # q: 2*B*L*E*E, k and v: 2*B*S*E*E each, out: 2*B*L*E*E; q k^T and attn v: 2*B*L*S*E each
+    expected = 2 * 2 * 16 * 16 * (5 + 3 + 3 + 5) + 2 * 2 * (2 * 5 * 3 * 16)
+    assert counts == {False: expected, True: expected}
+
+
 def test_matmul_peak_is_a_plausible_throughput():
     peak = matmul_peak_flops(torch.device("cpu"), "fp32", size=256, repeats=2, min_seconds=0.01)
     assert peak["size"] == 256 and peak["seconds_per_gemm"] > 0
@@ -182,3 +197,26 @@ def test_compiled_blocks_give_the_eager_outputs():
               model.correlation_embed, *model.refinement, model.decoder]
     assert all(b._compiled_call_impl is not None for b in blocks)
     assert build_tiny().decoder._compiled_call_impl is None  # off by default
+
+
+def test_training_flops_counted_on_one_image_extrapolate_to_the_batch():
+    # Without warm-up the FLOPs are counted on one image and scaled to the batch; the text tower
+    # runs once per step whatever the batch, so it must not be scaled with it. Counting on the whole
+    # batch (warm-up 1) is the ground truth.
+    from aeroseg.engine.benchmark import benchmark_config
+    from conftest import tiny_cfg
+
+    kwargs = dict(batch_size=3, runs=1, modes=("train",), rotation_batching=False, matmul_size=64)
+    on_one = benchmark_config(tiny_cfg(), warmup=0, **kwargs)["train"]
+    on_batch = benchmark_config(tiny_cfg(), warmup=1, **kwargs)["train"]
+    assert on_one["flops_counted_on_batch"] == 1 and on_batch["flops_counted_on_batch"] == 3
+    text = on_batch["text_tower_flops_per_step"]
+    assert text > 0 and text == on_one["text_tower_flops_per_step"]
+    # equal up to the head's other once-per-batch terms (text guidance projection, class padding
+    # token): 1e-4 of the total here, while the text tower is a quarter of a step's FLOPs
+    assert text > 0.5 * on_batch["flops_per_image"]
+    assert on_one["flops_per_image"] == pytest.approx(on_batch["flops_per_image"], rel=1e-3)
+    assert on_one["forward_flops_per_image"] == pytest.approx(on_batch["forward_flops_per_image"], rel=1e-3)
+    by_group = on_batch["forward_flops_per_image_by_group"]
+    assert by_group == pytest.approx(on_one["forward_flops_per_image_by_group"], rel=1e-3, abs=1e5)
+    assert 0 < by_group["text_encoder"] < text / 3  # its forward share, spread over the 3 images

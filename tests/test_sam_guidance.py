@@ -121,8 +121,18 @@ def test_sdpa_attention_equals_segment_anything_on_window_and_global_blocks():
     torch.testing.assert_close(fused(x), reference(x), rtol=0, atol=1e-5)
 
 
-def test_sdpa_attention_on_non_square_grids_and_its_gradients():
+# the mask in one piece; one image at a time (2 x 15 x 15 float32 values per image); 2 query rows at a time
+@pytest.mark.parametrize("mask_bytes", [64 * 2 ** 20, 1800, 300])
+def test_sdpa_attention_on_non_square_grids_and_its_gradients(mask_bytes, monkeypatch):
     from aeroseg.modeling.guidance import SDPARelPosAttention
+
+    sdpa, masks = F.scaled_dot_product_attention, []
+
+    def recording_sdpa(*args, attn_mask=None, **kwargs):
+        masks.append(attn_mask.numel() * attn_mask.element_size())
+        return sdpa(*args, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording_sdpa)
     from segment_anything.modeling.image_encoder import Attention
 
     torch.manual_seed(0)
@@ -132,9 +142,11 @@ def test_sdpa_attention_on_non_square_grids_and_its_gradients():
         reference.rel_pos_w.normal_()
     fused = copy.deepcopy(reference)
     fused.__class__ = SDPARelPosAttention
+    fused.mask_bytes = mask_bytes
     x = torch.randn(2, 3, 5, 16, requires_grad=True)  # H != W catches swapped axes
     out_ref, out_fused = reference(x), fused(x)
     torch.testing.assert_close(out_fused, out_ref, rtol=0, atol=1e-5)
+    assert max(masks) <= mask_bytes and sum(masks) == 2 * 2 * 15 * 15 * 4  # pieces of the whole mask
     grads_ref = torch.autograd.grad(out_ref.square().sum(), [x, reference.rel_pos_h, reference.rel_pos_w])
     grads_fused = torch.autograd.grad(out_fused.square().sum(), [x, fused.rel_pos_h, fused.rel_pos_w])
     for g_fused, g_ref in zip(grads_fused, grads_ref):

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aeroseg.config import get_cfg  # noqa: E402
 from aeroseg.engine.benchmark import MODES, benchmark_config, random_init_config  # noqa: E402
 from aeroseg.modeling import build_model, count_parameters  # noqa: E402
+from aeroseg.utils.cpu_allocator import configure_cpu_allocator  # noqa: E402
 from aeroseg.utils.errors import AerOSegError  # noqa: E402
 
 
@@ -113,6 +114,7 @@ def main(argv=None) -> int:
             return 0
         if args.threads:
             torch.set_num_threads(args.threads)
+        allocator_set = (args.device or cfg.MODEL.DEVICE) == "cpu" and configure_cpu_allocator(cfg.CPU_ALLOCATOR)
         modes = list(MODES) if args.mode == "both" else [args.mode]
         result = benchmark_config(
             cfg, device=args.device, batch_size=args.batch_size, runs=args.runs, warmup=args.warmup,
@@ -121,6 +123,7 @@ def main(argv=None) -> int:
             compare_opts=[v for pair in args.compare for v in pair],
         )
         result["config_file"] = args.config_file
+        result["cpu_allocator"] = {"CPU_ALLOCATOR": cfg.CPU_ALLOCATOR, "applied": bool(allocator_set)}
         result["opts"] = list(args.opts)
     except (AerOSegError, FileNotFoundError, KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -31,6 +31,7 @@ def add_aeroseg_config(cfg: CfgNode) -> None:
     fvcore one).
     """
     CN = type(cfg)
+    cfg.CPU_ALLOCATOR = "retain"  # CPU runs: "retain" keeps freed memory in the process (no page faults), or "system"
     cfg.MODEL.COMPILE = False  # torch.compile the transformer blocks and head modules (same outputs; first calls compile)
     cfg.MODEL.COMPILE_BACKEND = "inductor"  # torch.compile backend used when MODEL.COMPILE is True
     cfg.SOLVER.CLIP_MULTIPLIER = 0.01  # lr of CLIP's trainable params = BASE_LR x this (2e-6 / 2e-4)

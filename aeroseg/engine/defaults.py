@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..utils import comm
+from ..utils.cpu_allocator import configure_cpu_allocator
 from ..utils.errors import OutputDirError, describe_exception
 from .output_lock import acquire_output_dir_lock
 
@@ -157,4 +158,6 @@ def default_setup(cfg, args) -> logging.Logger:
     seed = seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + comm.get_rank())
     logger.info("Seed: %d", seed)
     torch.backends.cudnn.benchmark = bool(cfg.CUDNN_BENCHMARK)
+    if str(cfg.MODEL.DEVICE).startswith("cpu") and configure_cpu_allocator(cfg.CPU_ALLOCATOR):
+        logger.info("CPU_ALLOCATOR=retain: freed memory stays in the process (see README, Performance)")
     return logger

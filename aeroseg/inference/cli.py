@@ -28,6 +28,7 @@ from typing import List, Optional
 
 import torch
 
+from ..utils.cpu_allocator import configure_cpu_allocator
 from ..utils.errors import AerOSegError, one_line
 from .class_names import ClassNames, parse_classes, read_classes_file
 from .scene_io import IMAGE_SUFFIXES, SCORE_DTYPES, SceneReadError, is_geotiff, output_paths, segment_scene
@@ -159,6 +160,8 @@ def main(argv=None) -> int:
                 blend=args.blend, **({"tile": args.tile} if args.tile else {}))
         except (KeyError, AssertionError) as exc:  # unknown key / odd override list from the config system
             raise PredictError(f"{args.config_file}: {one_line(str(exc).strip(chr(34)).strip(chr(39)))}") from None
+        if predictor.model.device.type == "cpu":
+            configure_cpu_allocator(predictor.cfg.CPU_ALLOCATOR)
         if classes is not None:
             predictor.set_classes(classes)
         elif not predictor.model.vocabulary:

@@ -84,6 +84,7 @@ class SlidingWindowPredictor:
         self.stride = max(1, int(round(self.tile * (1 - overlap))))
         self.progress = progress
         self.classes: Optional[ClassNames] = None
+        self.cfg = None  # the merged config when built by from_config
 
     @classmethod
     def from_config(cls, config_file: str, weights: str = "", opts: Sequence[str] = (), **kwargs):
@@ -109,7 +110,9 @@ class SlidingWindowPredictor:
         crop = [float(v) for v in cfg.INPUT.CROP.SIZE]
         kwargs.setdefault("tile", int(max(crop)) if cfg.INPUT.CROP.ENABLED and min(crop) > 1 else
                           int(cfg.INPUT.MIN_SIZE_TEST))
-        return cls(model, **kwargs)
+        predictor = cls(model, **kwargs)
+        predictor.cfg = cfg
+        return predictor
 
     def set_classes(self, classes: Union[ClassNames, Sequence[Union[str, Sequence[str]]]]) -> ClassNames:
         """Segment ``classes`` from now on (names, or lists of synonyms); returns them parsed."""

@@ -133,15 +133,33 @@ def _cpu_attention_backward_flops(grad_out_shape, query_shape, key_shape, value_
     return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
 
+def _native_multi_head_attention_flops(query_shape, key_shape, value_shape, embed_dim, num_heads,
+                                       *args, out_shape=None, **kwargs) -> int:
+    """``nn.MultiheadAttention``'s inference fast path: in-projections, attention, out-projection.
+
+    query (B, L, E), key/value (B, S, E): 2 x (L E E + 2 S E E) for q, k, v; 2 x 2 B L S E for
+    q k^T and attn v; 2 x L E E for the output projection.
+    """
+    b, length, embed = query_shape
+    source = key_shape[1]
+    projections = 2 * b * embed * embed * (2 * length + 2 * source)
+    return projections + 4 * b * length * source * embed
+
+
 def flop_counter() -> FlopCounterMode:
-    """A ``FlopCounterMode`` that also counts the CPU's fused attention kernel.
+    """A ``FlopCounterMode`` that also counts two fused CPU kernels it has no formula for.
 
     ``torch.utils.flop_counter`` has formulas for the CUDA attention kernels but not for
     ``aten._scaled_dot_product_flash_attention_for_cpu`` (what ``F.scaled_dot_product_attention``
-    runs on the CPU), which would count attention as free; the same formulas apply to it.
+    runs on the CPU), which would count attention as free; the same formulas apply to it. Nor has
+    it one for ``aten._native_multi_head_attention``, the fused kernel ``nn.MultiheadAttention``
+    runs at inference (open_clip's CLIP towers): without it a CLIP block's attention and its
+    projections (40% of ViT-B's FLOPs) count as free at inference but not in training.
     """
     aten = torch.ops.aten
     mapping = {}
+    if hasattr(aten, "_native_multi_head_attention"):
+        mapping[aten._native_multi_head_attention] = _native_multi_head_attention_flops
     if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
         mapping[aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_attention_flops
     if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):

@@ -42,24 +42,42 @@ class SDPARelPosAttention(SAMAttention):
     original keeps three N x N tensors per head alive). Swapped onto the blocks by
     :func:`set_attention_implementation` (the state dict is unchanged).
 
+    The mask is built and used in pieces of at most :attr:`mask_bytes` (images first, then rows of
+    queries; the softmax is per query, so the pieces give the same result). Whole, it would be
+    B x heads x N^2 values: 8.6 GB for a batch of 8 in a global block of SAM-L at 1024 px, written
+    and read again for every global block, and the largest allocation of the forward.
+
     ``forward(x)``: (B, H, W, C) -> (B, H, W, C).
     """
+
+    mask_bytes = 64 * 2 ** 20
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, height, width, _ = x.shape
         tokens = height * width
         # (B, N, 3 C) -> 3 x (B, heads, N, C_head)
         q, k, v = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        bias = None
-        if self.use_rel_pos:
-            rel_h = get_rel_pos(height, height, self.rel_pos_h)  # (H, H, C_head)
-            rel_w = get_rel_pos(width, width, self.rel_pos_w)  # (W, W, C_head)
-            q_grid = q.reshape(batch, self.num_heads, height, width, -1)
-            # The bias uses the unscaled queries, as segment-anything's add_decomposed_rel_pos does.
-            bias_h = torch.einsum("bnhwc,hkc->bnhwk", q_grid, rel_h.to(q.dtype))
-            bias_w = torch.einsum("bnhwc,wkc->bnhwk", q_grid, rel_w.to(q.dtype))
-            bias = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(batch, self.num_heads, tokens, tokens)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        if not self.use_rel_pos:
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+            return self.proj(out.transpose(1, 2).reshape(batch, height, width, -1))
+        rel_h = get_rel_pos(height, height, self.rel_pos_h)  # (H, H, C_head)
+        rel_w = get_rel_pos(width, width, self.rel_pos_w)  # (W, W, C_head)
+        q_grid = q.reshape(batch, self.num_heads, height, width, -1)
+        # The bias uses the unscaled queries, as segment-anything's add_decomposed_rel_pos does.
+        # Query (h, w) to key (h', w'): bias_h[h, w, h'] + bias_w[h, w, w'].
+        bias_h = torch.einsum("bnhwc,hkc->bnhwk", q_grid, rel_h.to(q.dtype)).flatten(2, 3)  # (B, heads, N, H)
+        bias_w = torch.einsum("bnhwc,wkc->bnhwk", q_grid, rel_w.to(q.dtype)).flatten(2, 3)  # (B, heads, N, W)
+        per_image = self.num_heads * tokens * tokens * q.element_size()
+        images = max(1, self.mask_bytes // per_image)
+        rows = tokens if images > 1 else max(1, self.mask_bytes // (self.num_heads * tokens * q.element_size()))
+        out = q.new_empty(batch, self.num_heads, tokens, v.shape[-1])
+        for i in range(0, batch, images):
+            b = slice(i, i + images)
+            for j in range(0, tokens, rows):
+                r = slice(j, j + rows)
+                bias = (bias_h[b, :, r, :, None] + bias_w[b, :, r, None, :]).flatten(-2)  # (b, heads, r, N)
+                out[b, :, r] = F.scaled_dot_product_attention(q[b, :, r], k[b], v[b], attn_mask=bias,
+                                                              scale=self.scale)
         return self.proj(out.transpose(1, 2).reshape(batch, height, width, -1))
 
 
