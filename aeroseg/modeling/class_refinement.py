@@ -153,7 +153,10 @@ class ClassRefinementBlock(nn.Module):
             y = y + self.attn(self.norm1(y), g, pad)
             y = y + self.mlp(self.norm2(y))
 
-        y = rearrange(y, "b (h w) t c -> (b t) c h w", h=hp)
+        # Back to (B*T, C, hp, wp) as a channels-last view of (B, T, hp, wp, C) memory: the
+        # upsampling keeps that layout, and so does the residual sum when x is channels-last too
+        # (it is: the spatial block's output), which is the layout the next blocks read.
+        y = rearrange(y, "b (h w) t c -> b t h w c", h=hp).flatten(0, 1).permute(0, 3, 1, 2)
         if (hp, wp) != (h, w):
             y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=True)
         return x + y.view(b, t, c, h, w)

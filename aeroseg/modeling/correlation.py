@@ -18,9 +18,11 @@ def correlation_volume(image_features: torch.Tensor, text_features: torch.Tensor
     """
     img = F.normalize(image_features, dim=2)
     txt = F.normalize(text_features, dim=-1)
-    corr = torch.einsum("brdhw,tpd->btrphw", img, txt)
-    b, t, r, p, h, w = corr.shape
-    return corr.reshape(b, t, r * p, h, w)
+    # Computed channels-last, (B, T, h, w, R*P) in memory, as the head's convolutions and
+    # transformer blocks consume it; returned as a (B, T, R*P, h, w) view of that.
+    corr = torch.einsum("brdhw,tpd->bthwrp", img, txt)
+    b, t, h, w, r, p = corr.shape
+    return corr.reshape(b, t, h, w, r * p).permute(0, 1, 4, 2, 3)
 
 
 class CorrelationEmbedding(nn.Module):

@@ -91,8 +91,11 @@ class AttentionAwareUpsampling(nn.Module):
 
     def forward(self, x: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
         b, t, _, h, w = x.shape
-        g = self.guidance_proj(_resize(guidance, (h, w)))
-        out = self.fuse(x.flatten(0, 1), F.interpolate(g, scale_factor=2.0, mode="nearest"))
+        # Channels-last throughout: oneDNN's convolutions run 1.6-3x faster on NHWC than on NCHW
+        # here (README, Performance); the refinement blocks already hand over NHWC features.
+        g = self.guidance_proj(_resize(guidance, (h, w)).contiguous(memory_format=torch.channels_last))
+        x = x.flatten(0, 1).contiguous(memory_format=torch.channels_last)
+        out = self.fuse(x, F.interpolate(g, scale_factor=2.0, mode="nearest"))
         return out.view(b, t, *out.shape[1:])
 
 
