@@ -8,11 +8,11 @@ Wraps an open_clip ``CLIP`` model and provides:
   * the fine-tuning recipe of the paper (only attention q/v projections trainable).
 """
 import copy
+import functools
 import logging
 import os
 from typing import Dict, List, Optional, Sequence
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -67,6 +67,8 @@ def build_clip_model(
         device: where to create the model (``torch.get_default_device()`` if None, which makes
             ``with torch.device("meta"):`` work for parameter counting).
     """
+    import open_clip  # here, not at the top: importing it costs 2.5 s, and only model building needs it
+
     base_cfg = open_clip.get_model_config(name)
     if base_cfg is None:
         raise ConfigError(
@@ -114,6 +116,8 @@ def load_clip_checkpoint(model: nn.Module, path: str, arch: str) -> None:
     """Load a local open_clip / OpenAI-format checkpoint strictly, with one-line errors."""
     if not os.path.isfile(path):
         raise CheckpointError(f"CLIP checkpoint {path} does not exist (MODEL.CLIP.PRETRAINED)")
+    import open_clip
+
     verify_checksum(path, "CLIP checkpoint")  # published SHA-256 of OpenAI's files
     try:
         open_clip.load_checkpoint(model, path, strict=True, weights_only=True, device="cpu")
@@ -357,7 +361,7 @@ def build_clip_backbone(cfg, guidance_layers: Sequence[int] = ()) -> CLIPBackbon
     overrides = _to_dict(c.ARCH_OVERRIDES)
     clip_model = build_clip_model(c.NAME, c.PRETRAINED, c.IMAGE_SIZE, overrides)
     _configure_finetuning(clip_model, c.FINETUNE, c.DENSE_FEATURES)
-    tokenizer = open_clip.get_tokenizer(c.NAME)
+    tokenizer = _tokenizer(c.NAME)
     backbone = CLIPBackbone(
         clip_model,
         tokenizer,
@@ -376,6 +380,18 @@ def build_clip_backbone(cfg, guidance_layers: Sequence[int] = ()) -> CLIPBackbon
             f"{backbone.patch_size} of {c.NAME}"
         )
     return backbone
+
+
+@functools.lru_cache(maxsize=None)
+def _tokenizer(name: str):
+    """open_clip's tokenizer of architecture ``name``, built once per process.
+
+    Building it reads and parses the BPE vocabulary (0.2 s, most of the time of building a small
+    model); it holds no per-model state, so every backbone of the same architecture shares it.
+    """
+    import open_clip
+
+    return open_clip.get_tokenizer(name)
 
 
 def _to_dict(node) -> dict:
