@@ -150,8 +150,12 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     assert max((half[k] - one[k]).abs().max().item() for k in one if one[k].is_floating_point()) > 2e-3
 
 
-def test_bf16_mixed_precision_run(tmp_path):
+def test_bf16_mixed_precision_run(tmp_path, monkeypatch):
+    from aeroseg.utils import cpu_info
+
+    monkeypatch.setattr(cpu_info, "has_native_bf16", lambda: False)  # as this AVX2 machine: a warning
     assert _run(tmp_path / "amp", "SOLVER.MAX_ITER", "2", "DATASETS.TEST", "()", "SOLVER.AMP.ENABLED", "True") == 0
+    assert "SOLVER.AMP.ENABLED on a CPU without AVX512-BF16/AMX" in (tmp_path / "amp" / "log.txt").read_text()
     records = [json.loads(line) for line in (tmp_path / "amp" / "metrics.json").read_text().splitlines()]
     assert all(math.isfinite(r["total_loss"]) for r in records if "total_loss" in r)
     state = _final_state(tmp_path / "amp")

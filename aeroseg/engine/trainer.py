@@ -19,7 +19,7 @@ from ..checkpoint import AerOSegCheckpointer
 from ..data import MetadataCatalog, build_test_loader, build_train_loader, check_datasets
 from ..modeling import build_model
 from ..solver import build_lr_scheduler, build_optimizer
-from ..utils import comm
+from ..utils import comm, cpu_info
 from .defaults import rng_state, set_rng_state
 from .metrics import MetricsWriter
 from .resume import check_resumable
@@ -62,6 +62,10 @@ class Trainer:
         self.amp_dtype = amp_dtype(self.device)
         self.grad_scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.amp_enabled and self.amp_dtype == torch.float16)
+        if self.amp_enabled and self.device.type == "cpu" and not cpu_info.has_native_bf16():
+            logger.warning("SOLVER.AMP.ENABLED on a CPU without AVX512-BF16/AMX: bf16 is emulated and "
+                           "measured 4-85x slower than fp32 (README, Performance); SOLVER.AMP.ENABLED False "
+                           "trains faster here")
         self.ddp_model = self.model
         if comm.get_world_size() > 1:
             self.ddp_model = DistributedDataParallel(

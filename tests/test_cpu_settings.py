@@ -1,4 +1,5 @@
-"""CPU_ALLOCATOR: "retain" keeps freed memory in the process, so reusing it costs no page faults."""
+"""CPU settings: CPU_ALLOCATOR ("retain" keeps freed memory in the process, so reusing it costs no page
+faults) and the CPU feature check behind the bf16 warning."""
 import platform
 import subprocess
 import sys
@@ -57,3 +58,18 @@ def test_system_changes_nothing_and_unknown_modes_are_one_line_config_errors():
     assert configure_cpu_allocator("system") is False
     with pytest.raises(ConfigError, match=r"CPU_ALLOCATOR='jemalloc': expected one of \('retain', 'system'\)"):
         configure_cpu_allocator("jemalloc")
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
+    from aeroseg.utils.cpu_info import cpu_flags, has_native_bf16
+
+    def cpuinfo(flags):
+        path = tmp_path / f"cpuinfo_{len(flags)}"
+        path.write_text(f"processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+        return str(path)
+
+    assert cpu_flags(cpuinfo("fpu sse2 avx2 fma")) == {"fpu", "sse2", "avx2", "fma"}
+    assert not has_native_bf16(cpuinfo("fpu sse2 avx2 fma"))  # this AMD EPYC
+    assert has_native_bf16(cpuinfo("avx2 avx512f avx512_bf16"))  # Cooper Lake, Zen 4
+    assert has_native_bf16(cpuinfo("avx2 avx512f amx_bf16 amx_tile"))  # Sapphire Rapids
+    assert not has_native_bf16(str(tmp_path / "missing"))  # not Linux: no claim
