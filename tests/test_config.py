@@ -120,3 +120,16 @@ def test_base_config_file_parses():
     cfg = get_cfg()
     cfg.merge_from_file(str(BASE_CONFIG))
     assert cfg.SOLVER.IMS_PER_BATCH == 4 and cfg.SOLVER.OPTIMIZER == "ADAMW"
+
+
+def test_a_config_without_base_aeroseg_is_told_to_inherit_it(tmp_path):
+    from aeroseg.modeling import build_model
+    from aeroseg.utils.errors import ConfigError
+
+    own = tmp_path / "mine.yaml"
+    own.write_text("MODEL:\n  DEVICE: cpu\nSOLVER:\n  MAX_ITER: 10\n")  # forgot _BASE_
+    cfg = get_cfg()
+    cfg.merge_from_file(str(own))
+    with pytest.raises(ConfigError, match=r"'GeneralizedRCNN' is not registered .*_BASE_: pointing at "
+                                          r"configs/Base-AerOSeg.yaml"):
+        build_model(cfg)
