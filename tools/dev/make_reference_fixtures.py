@@ -158,6 +158,24 @@ def check(name: str, ours: torch.Tensor, reference: torch.Tensor) -> None:
         sys.exit(f"error: {name} differs from the reference by {err:.3g} (> {TOLERANCE}); fixture not written")
 
 
+def check_and_save(out_dir: str, name: str, ours: torch.nn.Module, state: Dict, kwargs: Dict, x: torch.Tensor,
+                   expected: torch.Tensor, guidances: Dict[str, torch.Tensor]) -> str:
+    """Load ``state`` into ``ours``, compare it with CAT-Seg's ``expected`` and write the fixture.
+
+    CAT-Seg's correlation features are (B, C, T, H, W), ours (B, T, C, H, W): ``x`` and ``expected``
+    are given in CAT-Seg's layout and stored in ours. ``guidances`` are the remaining inputs, in
+    ``forward`` order.
+    """
+    ours.load_state_dict(state, strict=True)
+    ours.eval()
+    x_ours = x.permute(0, 2, 1, 3, 4).contiguous()
+    expected_ours = expected.permute(0, 2, 1, 3, 4).contiguous()
+    with torch.no_grad():
+        check(name, ours(x_ours, *guidances.values()), expected_ours)
+    return save(out_dir, name, {"kwargs": kwargs, "inputs": {"x": x_ours, **guidances}, "output": expected_ours,
+                                "state_dict": state})
+
+
 def _class_layer_fixture(roots, out_dir, name, pad_len, seed):
     model = catseg_model(roots)
     torch.manual_seed(seed)
@@ -172,15 +190,8 @@ def _class_layer_fixture(roots, out_dir, name, pad_len, seed):
         expected = ref(x, guidance)  # (B, C, T, H, W)
     kwargs = dict(dim=dim, guidance_dim=guidance_dim, num_heads=heads, mlp_ratio=4.0, pooling_size=pooling,
                   pad_len=pad_len)
-    ours = ClassRefinementBlock(**kwargs).eval()
-    state = map_class_layer(ref)
-    ours.load_state_dict(state, strict=True)
-    x_ours = x.permute(0, 2, 1, 3, 4).contiguous()
-    expected_ours = expected.permute(0, 2, 1, 3, 4).contiguous()
-    with torch.no_grad():
-        check(name, ours(x_ours, guidance), expected_ours)
-    return save(out_dir, name, {"kwargs": kwargs, "inputs": {"x": x_ours, "text": guidance},
-                                "output": expected_ours, "state_dict": state})
+    return check_and_save(out_dir, name, ClassRefinementBlock(**kwargs), map_class_layer(ref), kwargs, x, expected,
+                          {"text": guidance})
 
 
 @register("catseg_class_transformer_pad")
@@ -212,15 +223,8 @@ def make_swin_wrapper(roots, out_dir):
         expected = ref(x, guidance)
     kwargs = dict(dim=dim, guidance_dim=guidance_dim, num_heads=heads, window_size=window, mlp_ratio=4.0,
                   guidance_norm=True, relative_position_bias=False)
-    ours = SpatialRefinementBlock(**kwargs).eval()
-    state = map_swin_wrapper(ref)
-    ours.load_state_dict(state, strict=True)
-    x_ours = x.permute(0, 2, 1, 3, 4).contiguous()
-    expected_ours = expected.permute(0, 2, 1, 3, 4).contiguous()
-    with torch.no_grad():
-        check("catseg_swin_guidance", ours(x_ours, guidance), expected_ours)
-    return save(out_dir, "catseg_swin_guidance", {"kwargs": kwargs, "inputs": {"x": x_ours, "guidance": guidance},
-                                                  "output": expected_ours, "state_dict": state})
+    return check_and_save(out_dir, "catseg_swin_guidance", SpatialRefinementBlock(**kwargs), map_swin_wrapper(ref),
+                          kwargs, x, expected, {"guidance": guidance})
 
 
 @register("catseg_aggregator_layer")
@@ -241,17 +245,10 @@ def make_aggregator_layer(roots, out_dir):
     kwargs = dict(dim=dim, spatial_guidance_dim=sg_dim, text_guidance_dim=tg_dim, spatial_heads=heads,
                   window_size=window, class_heads=heads, mlp_ratio=4.0, class_pooling_size=(2, 2),
                   class_pad_len=pad, spatial_guidance_norm=True, relative_position_bias=False)
-    ours = CorrelationRefinementBlock(**kwargs).eval()
     state = {f"spatial.{k}": v for k, v in map_swin_wrapper(ref.swin_block).items()}
     state.update({f"classes.{k}": v for k, v in map_class_layer(ref.attention).items()})
-    ours.load_state_dict(state, strict=True)
-    x_ours = x.permute(0, 2, 1, 3, 4).contiguous()
-    expected_ours = expected.permute(0, 2, 1, 3, 4).contiguous()
-    with torch.no_grad():
-        check("catseg_aggregator_layer", ours(x_ours, spatial_guidance, text_guidance), expected_ours)
-    return save(out_dir, "catseg_aggregator_layer", {
-        "kwargs": kwargs, "inputs": {"x": x_ours, "spatial_guidance": spatial_guidance, "text_guidance": text_guidance},
-        "output": expected_ours, "state_dict": state})
+    return check_and_save(out_dir, "catseg_aggregator_layer", CorrelationRefinementBlock(**kwargs), state, kwargs, x,
+                          expected, {"spatial_guidance": spatial_guidance, "text_guidance": text_guidance})
 
 
 @register("ovrs_up")
