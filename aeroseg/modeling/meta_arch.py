@@ -12,7 +12,7 @@ from .back_projection import SemanticBackProjection
 from .backbone import CLIPBackbone, build_clip_backbone
 from .build import META_ARCH_REGISTRY
 from .correlation import CorrelationEmbedding, correlation_volume
-from .decoder import AttentionAwareUpsamplingDecoder
+from .decoder import AttentionAwareUpsamplingDecoder, resize_feature_map
 from .guidance import SAM2GuidanceEncoder, SAMGuidanceEncoder, build_guidance_encoder
 from .losses import segmentation_bce_loss, semantic_back_projection_loss
 from .refinement import CorrelationRefinementBlock
@@ -249,7 +249,7 @@ class AerOSeg(nn.Module):
         """
         h, w = dense.shape[-2:]
         x = self.correlation_embed(correlation_volume(dense, text))
-        spatial_guidance = self.spatial_guidance_proj(_resize(taps[-1], (h, w)))
+        spatial_guidance = self.spatial_guidance_proj(resize_feature_map(taps[-1], (h, w)))
         # Prompt-averaged text embedding, re-normalised (as CAT-Seg) before P_t.
         text_guidance = self.text_guidance_proj(F.normalize(text.mean(dim=1), dim=-1)).unsqueeze(0)  # (1, T, C_t)
         for block in self.refinement:
@@ -272,7 +272,7 @@ class AerOSeg(nn.Module):
             if self.back_projection is not None:
                 reconstruction = self.back_projection(refined)
                 target = self._back_projection_target(guidance, clip_features, clip_images)
-                target = _resize(target, reconstruction.shape[-2:])
+                target = resize_feature_map(target, reconstruction.shape[-2:])
                 losses["loss_sem"] = self.sem_weight * semantic_back_projection_loss(reconstruction, target)
             return losses
 
@@ -300,10 +300,3 @@ def _initial_vocabulary(cfg) -> List[str]:
         if seen:
             return list(seen)
     return list(cfg.MODEL.AEROSEG.VOCABULARY)
-
-
-def _resize(x: torch.Tensor, size) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False,
-                         antialias=x.shape[-1] > size[-1])
