@@ -53,12 +53,18 @@ SYNTHETIC_UNSEEN = ["water", "car"]
 # Visualisation colours (metadata ``stuff_colors``), in class order.
 SYNTHETIC_PALETTE = [(230, 25, 75), (128, 128, 128), (0, 100, 0), (0, 90, 230), (150, 220, 90), (255, 200, 0)]
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: larger cars, wider roads
 # Size of objects (road widths, buildings, cars) in pixels per unit, at 64x64 images; larger
-# images scale proportionally. 1.5 makes roads 10-16 px wide and buildings 12-30 px, i.e. at
+# images scale proportionally. 1.5 makes roads 13-20 px wide and buildings 12-30 px, i.e. at
 # least about one 8-px token of the demo's tiny CLIP (1.0 trains markedly worse: s-mIoU ~33
 # instead of ~43 after the demo's 300 iterations).
 OBJECT_SCALE = 1.5
+# Cars are 1.35x their size in version 1 (9-13 px long, 5-7 px wide) and roads 9-13 units wide
+# (were 7-11) so that those cars fit in a lane. A version-1 car (7-10 x 4-5 px) was smaller than
+# one token of the demo CLIP at 64 px and the unseen class "car" could not be segmented from it;
+# now a car covers about two of the demo's 16 x 16 tokens (MODEL.CLIP.IMAGE_SIZE 128, patch 8).
+CAR_SCALE = 1.35
+ROAD_WIDTH = (9.0, 13.0)
 MARKER = ".complete"
 SPLITS = ("train", "val")
 
@@ -76,6 +82,7 @@ _BASE_COLOURS = np.array([
 _CAR_COLOURS = np.array([
     [210, 35, 35], [225, 110, 20], [230, 200, 30], [200, 30, 140], [235, 60, 80],
 ], dtype=np.float32)
+CAR_COLOUR_NAMES = ["red", "orange", "yellow", "pink", "red"]  # what a caption calls each of _CAR_COLOURS
 _LANE_COLOUR = np.array([215, 212, 190], dtype=np.float32)
 
 
@@ -117,8 +124,16 @@ def _shift(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return out
 
 
-def render_synthetic_scene(rng: np.random.Generator, size: int = 64):
-    """One scene: ``(image (size, size, 3) uint8 RGB, label (size, size) uint8)``."""
+def render_synthetic_scene(rng: np.random.Generator, size: int = 64, return_layout: bool = False):
+    """One scene: ``(image (size, size, 3) uint8 RGB, label (size, size) uint8)``.
+
+    With ``return_layout`` a third item describes what was drawn beyond the labels (what image
+    captions are derived from, :mod:`.synthetic_captions`): ``{"water": "lake" | "river" | None,
+    "curved_road": bool, "crossing": bool, "cars": (size, size) int16 car index (-1: none),
+    "car_colours": [colour name per car], "lane": (size, size) bool lane dashes,
+    "shadow": (size, size) bool building shadows}``. It draws no extra random numbers, so the
+    image and label are the same either way.
+    """
     unit = size / 64.0 * OBJECT_SCALE
     coords = np.arange(size, dtype=np.float32) - (size - 1) / 2.0
     yy, xx = np.meshgrid(coords, coords, indexing="ij")
@@ -134,8 +149,10 @@ def render_synthetic_scene(rng: np.random.Generator, size: int = 64):
 
     # Water: a blobby lake (radius modulated by a few harmonics) or a wide smooth river.
     water = np.zeros((size, size), dtype=bool)
+    water_kind = None
     if rng.random() < 0.6:
-        if rng.random() < 0.7:
+        water_kind = "lake" if rng.random() < 0.7 else "river"
+        if water_kind == "lake":
             cy, cx = rng.uniform(-0.45, 0.45, size=2) * size
             radius = rng.uniform(0.15, 0.32) * size
             theta = np.arctan2(yy - cy, xx - cx)
@@ -153,23 +170,27 @@ def render_synthetic_scene(rng: np.random.Generator, size: int = 64):
     # Roads: 0-2 bands (straight or gently curved), dashed centre line, cars in the lanes.
     road = np.zeros((size, size), dtype=bool)
     roads = []
+    curved_road = False
     n_roads = int(rng.random() < 0.8) + int(rng.random() < 0.35)
     for _ in range(n_roads):
         angle = _random_direction(rng) if not roads else roads[0][0] + np.pi / 2 + rng.uniform(-0.2, 0.2)
         u, v = _rotated(xx, yy, angle)
         offset = rng.uniform(-0.3, 0.3) * size
         amplitude = rng.uniform(0.04, 0.14) * size if rng.random() < 0.4 else 0.0
+        curved_road = curved_road or amplitude > 0
         wavelength, phase = rng.uniform(1.2, 2.5) * size, rng.uniform(0, 2 * np.pi)
         d = v - (offset + amplitude * np.sin(2 * np.pi * u / wavelength + phase))
-        width = rng.uniform(7, 11) * unit
+        width = rng.uniform(ROAD_WIDTH[0], ROAD_WIDTH[1]) * unit
         band = np.abs(d) < width / 2
         road |= band
         roads.append((angle, u, d, width))
     label[road] = ROAD
+    lanes = np.zeros((size, size), dtype=bool)
     for angle, u, d, width in roads:  # lane dashes after all bands, so crossings keep them
         period = 7 * unit
         lane = (np.abs(d) < 0.55 * unit) & (np.mod(u + size, period) < 0.55 * period) & road
         paint[lane], painted[lane] = _LANE_COLOUR, True
+        lanes |= lane
 
     # Buildings: gabled rectangles aligned with the first road, not touching roads / water.
     b_angle = roads[0][0] if roads else _random_direction(rng)
@@ -205,6 +226,8 @@ def render_synthetic_scene(rng: np.random.Generator, size: int = 64):
 
     # Cars: small rotated rectangles inside a lane, never overlapping each other.
     cars = np.zeros((size, size), dtype=bool)
+    car_ids = np.full((size, size), -1, dtype=np.int16)
+    car_colours = []
     for angle, u, d, width in roads:
         wanted = int(rng.integers(1, 5))
         for _ in range(10):
@@ -212,15 +235,19 @@ def render_synthetic_scene(rng: np.random.Generator, size: int = 64):
                 break
             cu = rng.uniform(-0.5, 0.5) * size
             lane_offset = (width / 4 + 0.3 * unit) * (1 if rng.random() < 0.5 else -1)
-            length, breadth = rng.uniform(4.5, 6.5) * unit, rng.uniform(2.6, 3.4) * unit
+            length = rng.uniform(4.5, 6.5) * unit * CAR_SCALE
+            breadth = rng.uniform(2.6, 3.4) * unit * CAR_SCALE
             car = (np.abs(u - cu) < length / 2) & (np.abs(d - lane_offset) < breadth / 2)
             n = int(car.sum())
             if n < 0.6 * length * breadth or not road[car].all() or (car & cars).any():
                 continue
             wanted -= 1
             cars |= car
-            colour = _CAR_COLOURS[rng.integers(len(_CAR_COLOURS))] * rng.uniform(0.85, 1.1)
+            colour_index = int(rng.integers(len(_CAR_COLOURS)))
+            colour = _CAR_COLOURS[colour_index] * rng.uniform(0.85, 1.1)
             paint[car], painted[car] = colour, True
+            car_ids[car] = len(car_colours)
+            car_colours.append(CAR_COLOUR_NAMES[colour_index])
     label[cars] = CAR
 
     # Class textures, evaluated over the whole image and selected by label.
@@ -248,7 +275,12 @@ def render_synthetic_scene(rng: np.random.Generator, size: int = 64):
     # Global acquisition jitter: brightness, colour cast, sensor noise.
     image = image * rng.uniform(0.85, 1.15) + rng.uniform(-6, 6, size=3).astype(np.float32)
     image += rng.normal(0, 3.0, size=image.shape).astype(np.float32)
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8), label
+    image, label = np.clip(np.rint(image), 0, 255).astype(np.uint8), label
+    if not return_layout:
+        return image, label
+    layout = {"water": water_kind, "curved_road": curved_road, "crossing": len(roads) > 1, "cars": car_ids,
+              "car_colours": car_colours, "lane": lanes & (label == ROAD), "shadow": shadow}
+    return image, label, layout
 
 
 # --------------------------------------------------------------------------- files on disk
