@@ -9,7 +9,9 @@ import torch
 from aeroseg.config import get_cfg
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_CONFIG = REPO / "configs" / "demo" / "tiny_cpu.yaml"
+DEMO_CONFIG = REPO / "configs" / "demo" / "tiny_cpu.yaml"
+# The demo with a random 2-block CLIP at 64 px: what the tests of code paths build (no pretraining).
+TINY_CONFIG = REPO / "tests" / "configs" / "tiny_random_clip.yaml"
 BASE_CONFIG = REPO / "configs" / "Base-AerOSeg.yaml"
 # Real raw-dataset sample files (iSAID PNGs, an OpenEarthMap GeoTIFF). Their licences keep them out
 # of the repository: $AEROSEG_SAMPLES names the folder, default ../shared/data/samples next to the
@@ -80,10 +82,10 @@ def datasets_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("datasets")
 
 
-def run_train_net(out, *opts, flags=()):
-    """``tools/train_net.py [flags] --config-file <tiny> OUTPUT_DIR out opts...`` in-process; its exit code."""
+def run_train_net(out, *opts, flags=(), config=TINY_CONFIG):
+    """``tools/train_net.py [flags] --config-file <config> OUTPUT_DIR out opts...`` in-process; its exit code."""
     if str(REPO / "tools") not in sys.path:
         sys.path.insert(0, str(REPO / "tools"))
     import train_net
 
-    return train_net.run([*flags, "--config-file", str(TINY_CONFIG), "OUTPUT_DIR", str(out), *opts])
+    return train_net.run([*flags, "--config-file", str(config), "OUTPUT_DIR", str(out), *opts])

@@ -220,4 +220,4 @@ def test_config_errors_are_one_line(tmp_path, capsys):
     assert "config file" in capsys.readouterr().err
     assert predict.main(_args([png], tmp_path / "o", "MODEL.NO_SUCH_KEY", "1")) == 2
     err = capsys.readouterr().err
-    assert "tiny_cpu.yaml" in err and "NO_SUCH_KEY" in err and err.count("\n") == 1
+    assert TINY_CONFIG.name in err and "NO_SUCH_KEY" in err and err.count("\n") == 1

@@ -14,7 +14,7 @@ from aeroseg.data.datasets.synthetic import (
     register_synthetic_dataset,
 )
 
-from conftest import TINY_CONFIG
+from conftest import DEMO_CONFIG
 
 
 def _files(root):
@@ -57,7 +57,7 @@ def unique_name():
 def test_vocabulary_matches_the_demo_config():
     import yaml
 
-    with open(TINY_CONFIG) as f:
+    with open(DEMO_CONFIG) as f:
         vocabulary = yaml.safe_load(f)["MODEL"]["AEROSEG"]["VOCABULARY"]
     assert SYNTHETIC_CLASSES == list(vocabulary)
     assert len(SYNTHETIC_UNSEEN) == 2 and set(SYNTHETIC_UNSEEN) < set(SYNTHETIC_CLASSES)

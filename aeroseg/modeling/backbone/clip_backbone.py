@@ -20,9 +20,11 @@ from torch import nn
 from ...checkpoint.state_dict_io import verify_checksum
 from ...utils.errors import CheckpointError, ConfigError, one_line
 from .qv_finetune import split_qkv_for_finetuning
+
+SYNTHETIC_AERIAL_TAG = "synthetic_aerial"  # see clip_pretraining.py (which imports this module lazily)
 from .rotation import multi_rotation_features, rotation_steps
 
-__all__ = ["CLIPBackbone", "build_clip_model", "build_clip_backbone", "value_dense_tokens"]
+__all__ = ["CLIPBackbone", "build_clip_model", "build_clip_backbone", "clip_tokenizer", "value_dense_tokens"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +61,10 @@ def build_clip_model(
     Args:
         name: open_clip architecture, e.g. ``"ViT-B-16"``, ``"ViT-L-14"``.
         pretrained: an open_clip pretrained tag (e.g. ``"openai"``, downloaded by open_clip), a
-            local checkpoint file (``torch.load(weights_only=True)`` or safetensors), or ``""``
-            for random initialisation.
+            local checkpoint file (``torch.load(weights_only=True)`` or safetensors),
+            ``"synthetic_aerial"`` (pretrained on this machine on synthetic aerial image-caption
+            pairs, cached under ``$AEROSEG_DATASETS``: :mod:`.clip_pretraining`), or ``""`` for
+            random initialisation.
         image_size: input side; the checkpoint's positional embedding is resized to it.
         arch_overrides: entries deep-merged into the architecture's open_clip model config
             (``{"vision_cfg": {"layers": 2}}``), e.g. for small test models.
@@ -80,6 +84,11 @@ def build_clip_model(
         device = torch.get_default_device()
     kwargs = {k: model_cfg[k] for k in model_cfg if k not in ("custom_text",)}
 
+    if pretrained == SYNTHETIC_AERIAL_TAG:
+        # Made here (once, then cached) and loaded as a local open_clip checkpoint, like OpenAI's file.
+        from .clip_pretraining import synthetic_aerial_clip
+
+        pretrained = synthetic_aerial_clip(name, arch_overrides)
     tag_cfg = None
     if pretrained and not _looks_like_path(pretrained):
         tag_cfg = open_clip.get_pretrained_cfg(name, pretrained) or None
@@ -361,7 +370,7 @@ def build_clip_backbone(cfg, guidance_layers: Sequence[int] = ()) -> CLIPBackbon
     overrides = _to_dict(c.ARCH_OVERRIDES)
     clip_model = build_clip_model(c.NAME, c.PRETRAINED, c.IMAGE_SIZE, overrides)
     _configure_finetuning(clip_model, c.FINETUNE, c.DENSE_FEATURES)
-    tokenizer = _tokenizer(c.NAME)
+    tokenizer = clip_tokenizer(c.NAME)
     backbone = CLIPBackbone(
         clip_model,
         tokenizer,
@@ -383,7 +392,7 @@ def build_clip_backbone(cfg, guidance_layers: Sequence[int] = ()) -> CLIPBackbon
 
 
 @functools.lru_cache(maxsize=None)
-def _tokenizer(name: str):
+def clip_tokenizer(name: str):
     """open_clip's tokenizer of architecture ``name``, built once per process.
 
     Building it reads and parses the BPE vocabulary (0.2 s, most of the time of building a small
