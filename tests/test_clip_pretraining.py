@@ -92,7 +92,7 @@ def test_zero_shot_crops_show_their_class():
 
 
 class _FakeCLIP(torch.nn.Module):
-    """encode_image: dim 1 for images brighter in red than CLIP's mean, else dim 0; encode_text: by prompt."""
+    """encode_image: e1 for images brighter in red than CLIP's mean, else e0; encode_text: by prompt."""
 
     def __init__(self, text_table):
         super().__init__()
@@ -103,18 +103,18 @@ class _FakeCLIP(torch.nn.Module):
 
     def encode_image(self, x, normalize=True):
         index = (x[:, 0].mean(dim=(1, 2)) > 0).long()
-        return torch.nn.functional.one_hot(index, 2).float()
+        return torch.nn.functional.one_hot(index, 3).float()
 
 
 def test_zero_shot_accuracy_averages_over_prompts_per_class():
-    # Class "a": template 1 points at dim 0, template 2 slightly at dim 1 -> the prompt mean is dim 0.
-    # Class "b": both templates at dim 1. Averaging over classes instead would make both equal.
-    table = {"x a": torch.tensor([1.0, 0.0]), "y a": torch.tensor([0.2, 0.3]),
-             "x b": torch.tensor([0.0, 1.0]), "y b": torch.tensor([0.1, 1.0])}
+    # Class "a": both prompts at e0. Class "b": its prompts at e1 and e2, so its prompt mean is
+    # (e1 + e2) / sqrt(2). Averaging over classes instead would give every image class "a".
+    table = {"x a": torch.tensor([1.0, 0.0, 0.0]), "y a": torch.tensor([1.0, 0.0, 0.0]),
+             "x b": torch.tensor([0.0, 1.0, 0.0]), "y b": torch.tensor([0.0, 0.0, 1.0])}
     model = _FakeCLIP(table)
     images = torch.zeros(4, 3, 2, 2, dtype=torch.uint8)
-    images[2:, 0] = 200  # the two brighter images -> dim 1 -> class b
-    classes = torch.tensor([0, 0, 1, 0])
+    images[2:, 0] = 200  # the two brighter images -> e1 -> class b
+    classes = torch.tensor([0, 0, 1, 0])  # the last one is an "a" that looks like a "b"
     acc = zero_shot_accuracy(model, list, images, classes, ["a", "b"], templates=("x {}", "y {}"))
     assert acc == pytest.approx({"a": 200 / 3, "b": 100.0})
 
@@ -185,7 +185,11 @@ def test_checkpoint_of_another_architecture_is_a_one_line_error(small_checkpoint
     with pytest.raises(CheckpointError) as info:
         build_clip_model(name, path, 64, wider)
     message = str(info.value)
-    assert path in message and "\n" not in message and "visual" in message
+    assert path in message and "\n" not in message
+    assert "of another shape, e.g. visual.class_embedding: checkpoint [32], model [48]" in message
+    deeper = {**overrides, "vision_cfg": {**overrides["vision_cfg"], "layers": 2}}
+    with pytest.raises(CheckpointError, match=r"12 weight\(s\) missing from the checkpoint, e.g. visual.transformer.resblocks.1"):
+        build_clip_model(name, path, 64, deeper)
 
 
 def test_synthetic_tag_builds_once_under_aeroseg_datasets(tmp_path, monkeypatch):

@@ -12,10 +12,14 @@ The pretrained checkpoint is built once per test session (the default recipe, ab
 """
 import json
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 
-from aeroseg.modeling.backbone.clip_backbone import _to_dict
-from aeroseg.modeling.backbone.clip_pretraining import synthetic_aerial_clip
+from aeroseg.data.datasets.synthetic import generate_synthetic_aerial_dataset
+from aeroseg.modeling.backbone.clip_backbone import _to_dict, build_clip_backbone
+from aeroseg.modeling.backbone.clip_pretraining import dense_zero_shot_iou, synthetic_aerial_clip
 from conftest import DEMO_CONFIG, run_train_net, tiny_cfg
 
 # Half the demo's 300 iterations: the unseen classes are already far from the random CLIP's
@@ -62,3 +66,24 @@ def test_unseen_classes_are_segmented_through_the_pretrained_clip(pretrained_dat
     assert pretrained["water"] > 50 and pretrained["car"] > 30, pretrained
     assert pretrained["u-mIoU"] > random["u-mIoU"] + 35, (pretrained, random)
     assert pretrained["h-mIoU"] > 50, pretrained
+
+
+def test_dense_features_of_every_rotation_segment_every_class_zero_shot(pretrained_datasets):
+    """Before any segmentation training, the pretrained CLIP's dense features, each rotation rotated
+    back, segment the validation tiles by class name alone (measured: mIoU about 70 in every
+    rotation, water 85, car 55). A rotation that is not undone, prompts mixed up between classes or
+    a random CLIP fall far below."""
+    root = generate_synthetic_aerial_dataset(pretrained_datasets / "synthetic_aerial")
+    cfg = tiny_cfg()
+    cfg.merge_from_file(str(DEMO_CONFIG))
+    cfg.merge_from_list(["MODEL.CLIP.PRETRAINED", str(pretrained_datasets / "synthetic_aerial_clip" / "open_clip.pt")])
+    backbone = build_clip_backbone(cfg)
+    folder = root + "/val"
+    stems = sorted(p.name for p in (pretrained_datasets / "synthetic_aerial" / "val" / "images").iterdir())
+    images = [torch.from_numpy(np.array(Image.open(f"{folder}/images/{s}"))).permute(2, 0, 1) for s in stems]
+    labels = [torch.from_numpy(np.array(Image.open(f"{folder}/labels/{s}"))).long() for s in stems]
+    results = dense_zero_shot_iou(backbone, images, labels, cfg.MODEL.AEROSEG.VOCABULARY)
+    assert set(results) == {"rotation 0", "rotation 90", "rotation 180", "rotation 270", "mean of rotations"}
+    for name, iou in results.items():
+        assert iou["water"] > 70 and iou["car"] > 40, (name, iou)
+        assert min(iou.values()) > 40, (name, iou)

@@ -132,8 +132,35 @@ def load_clip_checkpoint(model: nn.Module, path: str, arch: str) -> None:
         open_clip.load_checkpoint(model, path, strict=True, weights_only=True, device="cpu")
     except Exception as exc:
         raise CheckpointError(
-            f"CLIP checkpoint {path} does not fit open_clip architecture {arch}: {one_line(exc, 300)}"
+            f"CLIP checkpoint {path} does not fit open_clip architecture {arch} "
+            f"(MODEL.CLIP.NAME / ARCH_OVERRIDES): {_describe_mismatch(model, path) or one_line(exc, 300)}"
         ) from None
+
+
+def _describe_mismatch(model: nn.Module, path: str) -> str:
+    """What differs between ``model`` and the weights in ``path``, in one short line ("" if unreadable)."""
+    from open_clip.factory import load_state_dict
+
+    try:
+        state = load_state_dict(path, weights_only=True)
+    except Exception:
+        return ""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    # open_clip resizes positional embeddings to the model's input size; any other shape must agree.
+    shapes = [k for k in expected if k in found and expected[k] != found[k] and not k.endswith("positional_embedding")]
+    parts = []
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} weight(s) of another shape, e.g. {k}: checkpoint {list(found[k])}, "
+                     f"model {list(expected[k])}")
+    if missing:
+        parts.append(f"{len(missing)} weight(s) missing from the checkpoint, e.g. {missing[0]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} weight(s) the model does not have, e.g. {unexpected[0]}")
+    return "; ".join(parts)
 
 
 class CLIPBackbone(nn.Module):

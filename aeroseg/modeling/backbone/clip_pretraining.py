@@ -41,6 +41,7 @@ __all__ = [
     "zero_shot_accuracy",
     "synthetic_aerial_clip",
     "write_pretrained_clip",
+    "dense_zero_shot_iou",
 ]
 
 logger = logging.getLogger(__name__)
@@ -399,3 +400,44 @@ def _default_root() -> str:
     from ...data.datasets.builtin import datasets_root
 
     return datasets_root()
+
+
+@torch.no_grad()
+def dense_zero_shot_iou(backbone, images: Sequence[torch.Tensor], labels: Sequence[torch.Tensor],
+                        class_names: Sequence[str]) -> Dict[str, Dict[str, float]]:
+    """IoU (%) of segmenting ``images`` with a CLIP's dense features alone, per rotation.
+
+    What AerOSeg transfers from: every pixel gets the class whose prompt-averaged text embedding
+    (re-normalised mean over the backbone's templates) has the highest cosine similarity with the
+    dense feature at that pixel (bilinearly upsampled similarities); no segmentation training.
+    Each rotation's features are used as :class:`~.clip_backbone.CLIPBackbone` returns them,
+    rotated back, so a rotation that is not undone scores like a random guess.
+
+    Args:
+        backbone: a :class:`~.clip_backbone.CLIPBackbone`.
+        images: (3, H, W) uint8 tensors; labels: (H, W) class indices into ``class_names`` (255 ignored).
+    Returns:
+        ``{"rotation <deg>": {class: IoU}, ..., "mean of rotations": {class: IoU}}``
+    """
+    was_training = backbone.training
+    backbone.eval()
+    text = nn.functional.normalize(backbone.encode_text(class_names).mean(dim=1), dim=-1)  # (T, D)
+    k = len(class_names)
+    names = [f"rotation {r}" for r in backbone.rotations] + ["mean of rotations"]
+    confusion = {n: torch.zeros(k, k, dtype=torch.long) for n in names}
+    for image, label in zip(images, labels):
+        dense = nn.functional.normalize(backbone(backbone.preprocess([image]))["dense"][0], dim=1)  # (R, D, h, w)
+        variants = list(dense) + [nn.functional.normalize(dense.mean(dim=0), dim=0)]
+        valid = label != 255
+        for name, features in zip(names, variants):
+            scores = torch.einsum("dhw,td->thw", features, text)[None]
+            scores = nn.functional.interpolate(scores, size=tuple(label.shape), mode="bilinear", align_corners=False)
+            predicted = scores[0].argmax(dim=0)
+            confusion[name] += torch.bincount(label[valid] * k + predicted[valid], minlength=k * k).view(k, k)
+    backbone.train(was_training)
+    out = {}
+    for name, cm in confusion.items():
+        union = cm.sum(0) + cm.sum(1) - cm.diag()
+        out[name] = {c: float(cm[i, i] * 100 / union[i]) if union[i] > 0 else float("nan")
+                     for i, c in enumerate(class_names)}
+    return out
