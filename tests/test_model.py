@@ -132,6 +132,24 @@ def test_gradients_reach_exactly_the_intended_parameters():
     assert all(g is not None and g > 0 for g in head.values()), [n for n, g in head.items() if not g]
 
 
+def test_text_tower_is_trained_through_the_correlation_volume():
+    """The correlation (Eq. 3) back-propagates into CLIP's text q/v, not only the text guidance.
+
+    With the guidance projection P_t zeroed, the guidance path carries no gradient to the text
+    embeddings; the text tower's q/v must still receive one, through the correlation volume.
+    """
+    model = build_tiny()
+    model.train()
+    with torch.no_grad():
+        for p in model.text_guidance_proj.parameters():
+            p.zero_()
+    losses = model(random_batch())
+    sum(losses.values()).backward()
+    text_qv = {n: g for n, g in _grad_norms(model.clip_backbone.clip.transformer).items()
+               if ".parametrizations.in_proj_weight" in n and n[-1] in "02"}
+    assert len(text_qv) == 4 and all(g is not None and g > 0 for g in text_qv.values()), text_qv
+
+
 def test_semantic_loss_does_not_flow_into_the_sam_target():
     # Fine-tuned SAM: its features also guide the head (a legitimate gradient path), so the target
     # is replaced by a separate leaf to observe the L_sem path alone.
