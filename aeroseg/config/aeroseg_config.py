@@ -49,7 +49,7 @@ def add_aeroseg_config(cfg: CfgNode) -> None:
     # ---------------------------------------------------------------- vision-language backbone
     cfg.MODEL.CLIP = CN()
     cfg.MODEL.CLIP.NAME = "ViT-B-16"  # open_clip architecture name
-    cfg.MODEL.CLIP.PRETRAINED = "openai"  # open_clip pretrained tag, a local checkpoint file, or "" for random init
+    cfg.MODEL.CLIP.PRETRAINED = "openai"  # open_clip pretrained tag, a local checkpoint file, "synthetic_aerial" (pretrained here, the CPU demo) or "" for random init
     cfg.MODEL.CLIP.IMAGE_SIZE = 384  # CLIP input side; 384 / patch 16 = 24x24 dense tokens
     # open_clip model-config entries that replace the named architecture's (e.g. a tiny test model).
     cfg.MODEL.CLIP.ARCH_OVERRIDES = CN(new_allowed=True)
