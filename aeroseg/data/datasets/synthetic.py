@@ -26,12 +26,12 @@ registered at import time.
 import io
 import json
 import os
-from contextlib import contextmanager
 from typing import List, Optional
 
 import numpy as np
 from PIL import Image
 
+from ...utils.io import folder_lock, write_bytes_atomic
 from ..catalog import DatasetCatalog, MetadataCatalog
 from .builtin import datasets_root
 from .manifest import IN_PROGRESS_NAME, MANIFEST_NAME, make_manifest, mark_in_progress, write_manifest
@@ -290,13 +290,6 @@ def _png_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def _stems(split: str, count: int) -> List[str]:
     return [f"{split}_{i:05d}" for i in range(count)]
 
@@ -323,22 +316,6 @@ def _is_complete(root: str, payload: dict) -> bool:
     return True
 
 
-@contextmanager
-def _lock(root: str):
-    """Exclusive lock on ``root/.lock`` where the OS offers one (several processes may load at once)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no cross-process lock
-        yield
-        return
-    with open(os.path.join(root, ".lock"), "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def generate_synthetic_aerial_dataset(root: str, num_train: int = 160, num_val: int = 40, size: int = 64,
                                       seed: int = 0, force: bool = False) -> str:
     """Write the synthetic dataset under ``root`` (unless already complete); returns ``root``.
@@ -359,7 +336,7 @@ def generate_synthetic_aerial_dataset(root: str, num_train: int = 160, num_val: 
     if not force and _is_complete(root, payload):
         return root
     os.makedirs(root, exist_ok=True)
-    with _lock(root):
+    with folder_lock(root):
         if not force and _is_complete(root, payload):  # another process finished meanwhile
             return root
         marker = os.path.join(root, MARKER)
@@ -378,13 +355,13 @@ def generate_synthetic_aerial_dataset(root: str, num_train: int = 160, num_val: 
             for index, stem in enumerate(stems):
                 rng = np.random.default_rng([seed, split_id, index])
                 image, label = render_synthetic_scene(rng, size)
-                _write_atomic(os.path.join(folders["images"], stem + ".png"), _png_bytes(image))
-                _write_atomic(os.path.join(folders["labels"], stem + ".png"), _png_bytes(label))
+                write_bytes_atomic(os.path.join(folders["images"], stem + ".png"), _png_bytes(image))
+                write_bytes_atomic(os.path.join(folders["labels"], stem + ".png"), _png_bytes(label))
         write_manifest(root, make_manifest(
             "synthetic_aerial", {split: _stems(split, count) for split, count in zip(SPLITS, (num_train, num_val))},
             tool="aeroseg.data.datasets.synthetic", seed=seed, classes=SYNTHETIC_CLASSES,
             options={"version": GENERATOR_VERSION, "size": size, "num_train": num_train, "num_val": num_val}))
-        _write_atomic(marker, json.dumps(payload, sort_keys=True).encode("utf-8"))
+        write_bytes_atomic(marker, json.dumps(payload, sort_keys=True).encode("utf-8"))
     return root
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...checkpoint.state_dict_io import verify_checksum
+from ...checkpoint.state_dict_io import describe_mismatch, verify_checksum
 from ...utils.errors import CheckpointError, ConfigError, one_line
 from .qv_finetune import split_qkv_for_finetuning
 
@@ -145,22 +145,11 @@ def _describe_mismatch(model: nn.Module, path: str) -> str:
         state = load_state_dict(path, weights_only=True)
     except Exception:
         return ""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    # open_clip resizes positional embeddings to the model's input size; any other shape must agree.
-    shapes = [k for k in expected if k in found and expected[k] != found[k] and not k.endswith("positional_embedding")]
-    parts = []
-    if shapes:
-        k = shapes[0]
-        parts.append(f"{len(shapes)} weight(s) of another shape, e.g. {k}: checkpoint {list(found[k])}, "
-                     f"model {list(expected[k])}")
-    if missing:
-        parts.append(f"{len(missing)} weight(s) missing from the checkpoint, e.g. {missing[0]}")
-    if unexpected:
-        parts.append(f"{len(unexpected)} weight(s) the model does not have, e.g. {unexpected[0]}")
-    return "; ".join(parts)
+    # open_clip resizes the image tower's positional embedding to the model's input size.
+    resized = "visual.positional_embedding"
+    model_state = {k: v for k, v in model.state_dict().items() if k != resized}
+    file_state = {k: v for k, v in state.items() if k != resized and isinstance(v, torch.Tensor)}
+    return describe_mismatch(model_state, file_state) or ""
 
 
 class CLIPBackbone(nn.Module):

@@ -23,7 +23,6 @@ import logging
 import math
 import os
 import time
-from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -32,6 +31,7 @@ from torch import nn
 from ...config.aeroseg_config import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD, REMOTE_SENSING_TEMPLATES
 from ...data.datasets.synthetic import GENERATOR_VERSION, SYNTHETIC_CLASSES
 from ...data.datasets.synthetic_captions import CAPTION_VERSION, make_caption_pairs, make_zero_shot_crops
+from ...utils.io import folder_lock, write_bytes_atomic
 from .clip_backbone import SYNTHETIC_AERIAL_TAG, build_clip_model, clip_tokenizer
 
 __all__ = [
@@ -203,19 +203,6 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _write_atomic(path: str, write) -> None:
-    """``write(tmp_path)``, fsync, then rename over ``path`` (a reader never sees half a file)."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def write_pretrained_clip(name: str, arch_overrides: Optional[dict], params: PretrainingParams, path: str,
                           progress: bool = True) -> dict:
     """Build the open_clip model ``name`` (+ ``arch_overrides``), pretrain it, and save it at ``path``.
@@ -234,21 +221,12 @@ def write_pretrained_clip(name: str, arch_overrides: Optional[dict], params: Pre
     # temporary name would make the bytes depend on it (and on the PID in it).
     buffer = io.BytesIO()
     torch.save(state, buffer)
-
-    def write_checkpoint(tmp):
-        with open(tmp, "wb") as f:
-            f.write(buffer.getvalue())
-
-    _write_atomic(path, write_checkpoint)
+    write_bytes_atomic(path, buffer.getvalue(), durable=True)
     record = {"recipe": _recipe(name, arch_overrides, params), "sha256": _sha256(path),
               "zero_shot_accuracy": result["zero_shot"], "history": result["history"], "pairs": result["pairs"],
               "seconds": round(result["seconds"], 1)}
 
-    def write_record(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=1, sort_keys=True)
-
-    _write_atomic(_record_path(path), write_record)
+    write_bytes_atomic(_record_path(path), json.dumps(record, indent=1, sort_keys=True).encode("utf-8"), durable=True)
     return record
 
 
@@ -261,22 +239,6 @@ def _recipe(name: str, arch_overrides: Optional[dict], params: PretrainingParams
     recipe = {"arch": name, "arch_overrides": arch_overrides or {}, "generator_version": GENERATOR_VERSION,
               "caption_version": CAPTION_VERSION, "params": dataclasses.asdict(params)}
     return json.loads(json.dumps(recipe, sort_keys=True))  # as read back from the record (tuples -> lists)
-
-
-@contextmanager
-def _lock(folder: str):
-    """Exclusive lock on ``folder/.lock`` (several processes, e.g. DDP ranks, may ask at once)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no cross-process lock
-        yield
-        return
-    with open(os.path.join(folder, ".lock"), "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _cache_state(path: str, recipe: dict) -> str:
@@ -310,7 +272,7 @@ def synthetic_aerial_clip(name: str, arch_overrides: Optional[dict] = None, root
     if not force and _cache_state(path, recipe) == "ok":
         return path
     os.makedirs(folder, exist_ok=True)
-    with _lock(folder):
+    with folder_lock(folder):
         state = _cache_state(path, recipe)  # another process may have finished meanwhile
         if state == "ok" and not force:
             return path
