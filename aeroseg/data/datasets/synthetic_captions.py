@@ -223,17 +223,15 @@ def make_zero_shot_crops(per_class: int, image_size: int, seed: int = 0, scene_s
             break
         rng = np.random.default_rng([seed, ZERO_SHOT_STREAM, index])
         image, label, layout = render_synthetic_scene(rng, scene_size, return_layout=True)
-        boxes = [_car_crop(layout, rng, scene_size, 8, margin=(2, 3))]
+        car_box = _car_crop(layout, rng, scene_size, 8, margin=(2, 3))  # tight: the car and its lane
+        candidates = [(car_box, CAR)] if car_box is not None else []
         for _ in range(6):
             side = int(rng.integers(crop_sides[0], crop_sides[1] + 1))
             y, x = (int(v) for v in rng.integers(0, scene_size - side + 1, size=2))
-            boxes.append((y, x, side))
-        for box in boxes:
-            if box is None:
-                continue
-            y, x, side = box
+            candidates.append(((y, x, side), None))  # counts for its largest class
+        for (y, x, side), cls in candidates:
             shares = np.bincount(label[y:y + side, x:x + side].ravel(), minlength=num_classes) / side ** 2
-            cls = int(np.argmax(shares)) if box is not boxes[0] else CAR
+            cls = int(np.argmax(shares)) if cls is None else cls
             if shares[cls] >= ZERO_SHOT_MIN_SHARE[cls] and len(found[cls]) < per_class:
                 found[cls].append(_resize(image[y:y + side, x:x + side], image_size))
     images = [img for per in found for img in per]

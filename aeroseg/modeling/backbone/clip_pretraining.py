@@ -69,14 +69,6 @@ class PretrainingParams:
     seed: int = 0
     zero_shot_per_class: int = 60    # held-out crops per class for the zero-shot accuracy
 
-    @classmethod
-    def from_dict(cls, values: dict) -> "PretrainingParams":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown pretraining parameter(s) {unknown}; expected some of {sorted(names)}")
-        return cls(**values)
-
 
 def _normalize(images: torch.Tensor) -> torch.Tensor:
     """(N, 3, S, S) uint8 -> CLIP-normalised float (OpenAI's mean / std, as MODEL.CLIP.PIXEL_*)."""
