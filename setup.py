@@ -3,7 +3,7 @@ from setuptools import find_packages, setup
 SAM2 = "sam2==1.1.0; python_version >= '3.10'"
 # Console scripts (tests/test_packaging.py checks that each target exists and answers --help).
 ENTRY_POINTS = [
-    "aeroseg-train = aeroseg.tools.train_net:run",
+    "aeroseg-train = aeroseg.engine.train_net:run",
     "aeroseg-predict = aeroseg.inference.cli:main",
 ]
 
@@ -16,11 +16,11 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.9",
-    # configs/ and tools/ stay at the top of a checkout and are installed inside the package:
-    # configs as aeroseg.model_zoo.configs (aeroseg.model_zoo.get_config_file), the command-line
-    # tools as aeroseg.tools (console scripts below; `python -m aeroseg.tools.train_net` works too).
-    packages=find_packages(include=["aeroseg", "aeroseg.*"]) + ["aeroseg.model_zoo.configs", "aeroseg.tools"],
-    package_dir={"aeroseg.model_zoo.configs": "configs", "aeroseg.tools": "tools"},
+    # configs/ stays at the top of a checkout and is installed inside the package as
+    # aeroseg.model_zoo.configs (aeroseg.model_zoo.get_config_file). The command-line programs live
+    # in the package (console scripts below; tools/*.py are thin wrappers for checkouts).
+    packages=find_packages(include=["aeroseg", "aeroseg.*"]) + ["aeroseg.model_zoo.configs"],
+    package_dir={"aeroseg.model_zoo.configs": "configs"},
     package_data={"aeroseg.model_zoo.configs": ["*.yaml", "*/*.yaml", "*/*/*.yaml", "*/*/*/*.yaml"]},
     entry_points={"console_scripts": ENTRY_POINTS},
     install_requires=[

@@ -1,6 +1,5 @@
 import logging
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -84,8 +83,6 @@ def datasets_dir(tmp_path_factory):
 
 def run_train_net(out, *opts, flags=(), config=TINY_CONFIG):
     """``tools/train_net.py [flags] --config-file <config> OUTPUT_DIR out opts...`` in-process; its exit code."""
-    if str(REPO / "tools") not in sys.path:
-        sys.path.insert(0, str(REPO / "tools"))
-    import train_net
+    from aeroseg.engine import train_net
 
     return train_net.run([*flags, "--config-file", str(config), "OUTPUT_DIR", str(out), *opts])

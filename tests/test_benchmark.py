@@ -7,23 +7,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aeroseg.utils.benchmark import (
+from aeroseg.benchmark.measure import (
     ModuleTimer,
     count_flops,
     group_flops,
     matmul_peak_flops,
     summarize_times,
 )
-from conftest import REPO, TINY_CONFIG
+from conftest import TINY_CONFIG
 
 
 def _cli():
-    import importlib.util
+    from aeroseg.benchmark.cli import main
 
-    spec = importlib.util.spec_from_file_location("aeroseg_benchmark_cli", REPO / "tools" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return main
 
 
 def _mlp():
@@ -149,7 +146,7 @@ def test_benchmark_json_on_the_tiny_model(tmp_path):
     # Without warm-up the FLOPs are counted on one image and scaled to the batch; the text tower
     # runs once per step whatever the batch, so it must not be scaled with it. This run counted on
     # the whole batch (warm-up 1): the ground truth for a count on one image of the same model.
-    from aeroseg.engine.benchmark import benchmark_config
+    from aeroseg.benchmark import benchmark_config
     from conftest import tiny_cfg
 
     on_one = benchmark_config(tiny_cfg(), batch_size=2, runs=1, warmup=0, modes=("train",), rotation_batching=False,

@@ -241,13 +241,10 @@ def test_checkpoints_load_across_checkpointers(tmp_path, writer, reader):
 def test_train_net_on_detectron2_default_trainer(tmp_path, monkeypatch):
     """--engine detectron2 trains with DefaultTrainer; its checkpoint evaluates on our engine."""
     import json
-    import sys
-
-    from conftest import REPO, TINY_CONFIG
+    from conftest import TINY_CONFIG
 
     monkeypatch.setenv("AEROSEG_DATASETS", str(tmp_path / "datasets"))
-    sys.path.insert(0, str(REPO / "tools"))
-    import train_net
+    from aeroseg.engine import train_net
 
     out = tmp_path / "d2"
     assert train_net.run(["--engine", "detectron2", "--config-file", str(TINY_CONFIG), "OUTPUT_DIR", str(out),
@@ -269,8 +266,7 @@ ENGINE_OPTS = ("SOLVER.MAX_ITER", "3", "DATASETS.TEST", "()", "SOLVER.CHECKPOINT
 @pytest.fixture
 def train_net(tmp_path, monkeypatch):
     monkeypatch.setenv("AEROSEG_DATASETS", str(tmp_path / "datasets"))
-    monkeypatch.syspath_prepend(str(REPO / "tools"))
-    import train_net as module
+    from aeroseg.engine import train_net as module
 
     return module
 

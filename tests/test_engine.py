@@ -1,18 +1,16 @@
 import json
 import math
 import os
-import sys
 
 import pytest
 import torch
 
 from aeroseg.engine import Trainer
 from aeroseg.solver import get_param_groups
-from conftest import REPO, build_tiny, tiny_cfg
+from conftest import build_tiny, tiny_cfg
 from conftest import run_train_net as _run
 
-sys.path.insert(0, str(REPO / "tools"))
-import train_net  # noqa: E402
+from aeroseg.engine import train_net
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@ after it see the training vocabulary and train mode again, and the final weights
 to a run without periodic evaluation."""
 import json
 import os
-import sys
 
 import uuid
 
@@ -13,10 +12,9 @@ import torch
 from aeroseg.data import DatasetCatalog, MetadataCatalog
 from aeroseg.data.datasets.synthetic import register_synthetic_dataset
 from aeroseg.engine import Trainer
-from conftest import REPO, TINY_CONFIG
+from conftest import TINY_CONFIG
 
-sys.path.insert(0, str(REPO / "tools"))
-import train_net  # noqa: E402
+from aeroseg.engine import train_net
 
 COMMON = ("SOLVER.MAX_ITER", "3", "SOLVER.CHECKPOINT_PERIOD", "0", "DATALOADER.NUM_WORKERS", "0", "SEED", "0",
           "SOLVER.AMP.ENABLED", "False", "MODEL.DEVICE", "cpu")

@@ -1,6 +1,5 @@
 """aeroseg-predict / tools/predict.py: GIS outputs, overlays, and a batch that nothing breaks silently."""
 import json
-import sys
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -12,8 +11,7 @@ from aeroseg.inference.visualize import DEFAULT_COLOURS, OEM_PALETTE
 from aeroseg.data.datasets.builtin_meta import ISAID_PALETTE
 from conftest import REPO, TINY_CONFIG
 
-sys.path.insert(0, str(REPO / "tools"))
-import predict  # noqa: E402
+from aeroseg.inference import cli as predict
 
 rasterio = pytest.importorskip("rasterio")
 

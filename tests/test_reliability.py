@@ -2,7 +2,6 @@
 import json
 import os
 import signal
-import sys
 import time
 
 import numpy as np
@@ -11,11 +10,10 @@ import torch
 from PIL import Image
 
 from aeroseg.data import DatasetCatalog, MetadataCatalog
-from conftest import REPO, TINY_CONFIG
+from conftest import TINY_CONFIG
 from conftest import run_train_net as _run
 
-sys.path.insert(0, str(REPO / "tools"))
-import train_net  # noqa: E402
+from aeroseg.engine import train_net
 
 CLASSES = ["building", "road", "tree", "water", "low vegetation", "car"]
 UNSEEN = ["water", "car"]
@@ -393,7 +391,7 @@ def _period_one(init):
 def test_check_dataset_finds_every_kind_of_problem(tmp_path, capsys):
     import shutil
 
-    import check_dataset
+    from aeroseg.data import check_dataset
     from aeroseg.data.datasets.manifest import make_manifest, write_manifest
 
     root = _fabricate(tmp_path / "ds", n_train=4, n_val=2)

@@ -1,6 +1,5 @@
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -8,8 +7,7 @@ import pytest
 from aeroseg.evaluation.paper_tables import TABLES, config_id
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
-import reproduce_tables  # noqa: E402
+from aeroseg.engine import reproduce_tables
 
 
 def _fake_results(results_dir, config, test_set, **metrics):

@@ -51,11 +51,10 @@ def test_an_unreadable_file_is_left_to_the_checkpointer(tmp_path):
 
 
 def test_own_engine_resume_refuses_weights_only_checkpoint(tmp_path, monkeypatch, capsys):
-    from conftest import REPO, TINY_CONFIG, build_tiny
+    from conftest import TINY_CONFIG, build_tiny
 
     monkeypatch.setenv("AEROSEG_DATASETS", str(tmp_path / "datasets"))
-    monkeypatch.syspath_prepend(str(REPO / "tools"))
-    import train_net
+    from aeroseg.engine import train_net
 
     out = tmp_path / "out"
     out.mkdir()

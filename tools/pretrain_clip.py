@@ -8,12 +8,8 @@ A thin wrapper of :func:`aeroseg.modeling.backbone.clip_pretraining.main`; ``--h
 options. The demo (``MODEL.CLIP.PRETRAINED "synthetic_aerial"``) runs the same recipe on first use.
 """
 import sys
-from pathlib import Path
 
-if (Path(__file__).resolve().parents[1] / "aeroseg").is_dir():  # a checkout: use its package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from aeroseg.modeling.backbone.clip_pretraining import main  # noqa: E402
+from aeroseg.modeling.backbone.clip_pretraining import main
 
 if __name__ == "__main__":
     sys.exit(main())

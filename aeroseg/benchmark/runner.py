@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..modeling import build_model, count_parameters
 from ..modeling import meta_arch as _meta_arch
-from ..utils.benchmark import (
+from .measure import (
     AEROSEG_FUNCTION_GROUPS,
     AEROSEG_MODULE_GROUPS,
     HEAD_GROUPS,
