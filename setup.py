@@ -45,7 +45,7 @@ setup(
         # torch >= 2.5.1, and its iopath>=0.1.10 clashes with detectron2's iopath<0.1.10 pin.
         "sam2": [SAM2],
         # Development: the test suite, which also covers the SAM 2 code paths.
-        "dev": ["pytest>=7.0", SAM2],
+        "dev": ["pytest>=7.0", "ruff>=0.5", SAM2],
     },
     classifiers=[
         "License :: OSI Approved :: Apache Software License",

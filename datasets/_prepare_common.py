@@ -68,7 +68,7 @@ from aeroseg.data.datasets.manifest import (  # noqa: E402
     mark_in_progress,
     write_manifest,
 )
-from aeroseg.data.datasets.builtin_meta import (  # noqa: E402
+from aeroseg.data.datasets.builtin_meta import (  # noqa: E402, F401 (re-exported to the prepare_*.py scripts)
     DLRSD_CLASSES,
     DLRSD_UNSEEN,
     ISAID_CLASSES,

@@ -28,7 +28,8 @@ def _write_split(root, split, n=3, size=32, seed=0):
     os.makedirs(root / split / "images", exist_ok=True)
     os.makedirs(root / split / "labels", exist_ok=True)
     for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / split / "images" / f"t{i}.png")
+        image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        Image.fromarray(image).save(root / split / "images" / f"t{i}.png")
         label = np.zeros((size, size), np.uint8)
         label[:, 8:16] = 1
         label[:, 16:24] = 2  # water: unseen
@@ -57,7 +58,8 @@ def test_builtin_datasets_are_registered_with_the_paper_splits():
         assert name in DatasetCatalog.list()
     meta = MetadataCatalog.get("isaid_val")
     assert len(meta.stuff_classes) == 15 and meta.ignore_label == 255
-    assert meta.unseen_classes == ["tennis court", "bridge", "small vehicle", "helicopter", "soccer ball field", "harbor"]
+    assert meta.unseen_classes == [
+        "tennis court", "bridge", "small vehicle", "helicopter", "soccer ball field", "harbor"]
     assert meta.seen_classes[0] == "ship" and "harbor" not in meta.seen_classes
     assert len(MetadataCatalog.get("dlrsd_train").unseen_classes) == 7
     assert MetadataCatalog.get("oem_train").seen_classes == ["bareland", "rangeland", "road", "building"]
@@ -113,7 +115,8 @@ def test_custom_dataset_registration(custom_dataset):
     name, root = custom_dataset
     assert len(DatasetCatalog.get(f"{name}_train")) == 3 and len(DatasetCatalog.get(f"{name}_val")) == 2
     meta = MetadataCatalog.get(f"{name}_val")
-    assert meta.stuff_classes == CLASSES and meta.unseen_classes == UNSEEN and meta.seen_classes == ["road", "tree", "car"]
+    assert meta.stuff_classes == CLASSES and meta.unseen_classes == UNSEEN
+    assert meta.seen_classes == ["road", "tree", "car"]
 
 
 def test_custom_dataset_from_config(tmp_path):
@@ -159,7 +162,8 @@ def test_training_label_map():
 
 def test_training_mapper_hides_unseen_and_reindexes(custom_dataset):
     name, _ = custom_dataset
-    cfg = tiny_cfg("DATASETS.TRAIN", f"('{name}_train',)", "INPUT.MIN_SIZE_TRAIN", "(32,)", "INPUT.CROP.SIZE", "[32, 32]",
+    cfg = tiny_cfg("DATASETS.TRAIN", f"('{name}_train',)", "INPUT.MIN_SIZE_TRAIN", "(32,)",
+                   "INPUT.CROP.SIZE", "[32, 32]",
                    "INPUT.RANDOM_FLIP", "none")
     mapper = SemSegDatasetMapper(cfg, is_train=True)
     out = mapper(DatasetCatalog.get(f"{name}_train")[0])
@@ -198,7 +202,8 @@ def test_rotate_and_flip_move_image_and_label_together(custom_dataset):
                 cand = torch.rot90(img.flip(flip) if flip else img, k, dims=(-2, -1))
                 if torch.equal(cand, out["image"]):
                     lab = torch.from_numpy(np.asarray(Image.open(d["sem_seg_file_name"])).astype(np.int64))
-                    lab = torch.from_numpy(training_label_map(CLASSES, ["road", "tree", "car"])[lab.numpy()].astype(np.int64))
+                    mapped = training_label_map(CLASSES, ["road", "tree", "car"])[lab.numpy()]
+                    lab = torch.from_numpy(mapped.astype(np.int64))
                     lab = torch.rot90(lab.flip(flip) if flip else lab, k, dims=(-2, -1))
                     found = found or torch.equal(lab, out["sem_seg"])
         assert found

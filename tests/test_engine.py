@@ -50,7 +50,8 @@ def test_short_run_writes_checkpoints_metrics_and_results(tmp_path):
     out = tmp_path / "run"
     assert _run(out, "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "3", "TEST.EVAL_PERIOD", "0") == 0
     names = set(os.listdir(out))
-    assert {"config.yaml", "log.txt", "metrics.json", "last_checkpoint", "model_0000002.pth", "model_final.pth"} <= names
+    expected = {"config.yaml", "log.txt", "metrics.json", "last_checkpoint", "model_0000002.pth", "model_final.pth"}
+    assert expected <= names
     assert (out / "last_checkpoint").read_text() == "model_final.pth"
     assert any(n.startswith("events.out.tfevents") for n in names)
     records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]

@@ -31,7 +31,8 @@ def test_get_config_file_finds_shipped_configs_with_their_bases():
     assert path == str(REPO / "configs" / "isaid" / "aeroseg_vitb.yaml")
     cfg = model_zoo.get_config("demo/tiny_cpu.yaml", ["SOLVER.MAX_ITER", "7"])
     assert cfg.MODEL.CLIP.IMAGE_SIZE == 128 and cfg.SOLVER.MAX_ITER == 7  # _BASE_ merged, opts applied
-    with pytest.raises(ConfigError, match="did you mean dlrsd/aeroseg_vitb.yaml, isaid/aeroseg_vitb.yaml, oem/aeroseg_vitb.yaml"):
+    hint = "did you mean dlrsd/aeroseg_vitb.yaml, isaid/aeroseg_vitb.yaml, oem/aeroseg_vitb.yaml"
+    with pytest.raises(ConfigError, match=hint):
         model_zoo.get_config_file("aeroseg_vitb.yaml")
 
 

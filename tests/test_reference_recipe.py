@@ -61,7 +61,8 @@ def test_guidance_layers_are_the_ordinary_blocks_in_value_mode():
     # CLIP guidance (Baseline) taps block outputs; the value path only replaces the final features.
     opts = ("MODEL.GUIDANCE.ENCODER", "CLIP", "MODEL.CLIP.GUIDANCE_LAYERS", "[0, 1]",
             "MODEL.AEROSEG.BACK_PROJECTION_TARGET", "NONE")
-    value, tokens = build_tiny(*opts).clip_backbone, build_tiny(*opts, "MODEL.CLIP.DENSE_FEATURES", "tokens").clip_backbone
+    value = build_tiny(*opts).clip_backbone
+    tokens = build_tiny(*opts, "MODEL.CLIP.DENSE_FEATURES", "tokens").clip_backbone
     x = value.preprocess([torch.rand(3, 64, 64) * 255])
     with torch.no_grad():
         a, b = value(x), tokens(x)
@@ -75,7 +76,9 @@ def test_bce_ignored_pixels_hand_computed_in_both_modes():
     # one pixel of class 1, three ignored pixels, logits (a, b, c) = (2, -1, 0.5) everywhere
     logits = torch.tensor([2.0, -1.0, 0.5]).view(1, 3, 1, 1).expand(1, 3, 2, 2).clone()
     label = torch.tensor([[1, 255], [255, 255]])
-    sp = lambda v: math.log1p(math.exp(v))  # softplus: BCE of logit v against 0 is sp(v), against 1 is sp(-v)
+    def sp(v):  # softplus: BCE of logit v against 0 is sp(v), against 1 is sp(-v)
+        return math.log1p(math.exp(v))
+
     labelled = sp(2.0) + sp(1.0) + sp(0.5)
     ignored = sp(2.0) + sp(-1.0) + sp(0.5)  # all-zero target
     negative = segmentation_bce_loss(logits, [label], ignored="negative").item()
@@ -194,9 +197,10 @@ def test_color_aug_in_the_training_mapper(tmp_path, monkeypatch):
     from aeroseg.data import MetadataCatalog
 
     MetadataCatalog.get("p8a_color_train").set(stuff_classes=list("abcde"), seen_classes=list("abcde"))
-    plain = SemSegDatasetMapper(tiny_cfg(*opts, "DATASETS.TRAIN", "('p8a_color_train',)", "INPUT.COLOR_AUG_SSD", "False"),
+    train = ("DATASETS.TRAIN", "('p8a_color_train',)")
+    plain = SemSegDatasetMapper(tiny_cfg(*opts, *train, "INPUT.COLOR_AUG_SSD", "False"),
                                 is_train=True)
-    color = SemSegDatasetMapper(tiny_cfg(*opts, "DATASETS.TRAIN", "('p8a_color_train',)", "INPUT.COLOR_AUG_SSD", "True"),
+    color = SemSegDatasetMapper(tiny_cfg(*opts, *train, "INPUT.COLOR_AUG_SSD", "True"),
                                 is_train=True)
     changed = 0
     for position in range(4):

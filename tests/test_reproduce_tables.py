@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from aeroseg.engine import reproduce_tables
 from aeroseg.evaluation.paper_tables import TABLES, config_id
 
 REPO = Path(__file__).resolve().parents[1]
-from aeroseg.engine import reproduce_tables
 
 
 def _fake_results(results_dir, config, test_set, **metrics):

@@ -7,7 +7,6 @@ import errno
 import glob
 import logging
 import os
-import re
 import shutil
 import zipfile
 from typing import Any, Dict, Iterable, List, Optional

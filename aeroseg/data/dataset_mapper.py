@@ -123,7 +123,8 @@ class SemSegDatasetMapper:
             if flip not in ("none", "horizontal", "vertical", "both"):
                 raise DatasetError(f"INPUT.RANDOM_FLIP={flip!r}: expected none, horizontal, vertical or both")
             if flip != "none":
-                augs.append(RandomFlip(horizontal=flip in ("horizontal", "both"), vertical=flip in ("vertical", "both")))
+                augs.append(RandomFlip(horizontal=flip in ("horizontal", "both"),
+                                       vertical=flip in ("vertical", "both")))
             if cfg.INPUT.RANDOM_ROTATE_90:
                 augs.append(RandomRotate90())
         test_resize = None

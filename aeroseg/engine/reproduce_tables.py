@@ -103,7 +103,8 @@ def report(tables: Sequence[str], results_dir: Path, output_dir: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- runs
-def planned_runs(tables: Sequence[str], rows: Optional[Sequence[str]], datasets: Optional[Sequence[str]]) -> List[tuple]:
+def planned_runs(tables: Sequence[str], rows: Optional[Sequence[str]],
+                 datasets: Optional[Sequence[str]]) -> List[tuple]:
     """Unique (config, dataset) pairs of the selected rows, in table order."""
     runs: List[tuple] = []
     known = {r.name for t in tables for r in TABLES[t].rows}
@@ -127,8 +128,10 @@ def find_weights(weights_dir: Path, config: str) -> Optional[Path]:
     return None
 
 
-def run_command(config: str, results_dir: Path, num_gpus: int, weights: Optional[Path], opts: Sequence[str]) -> List[str]:
-    cmd = [sys.executable, "-m", "aeroseg.engine.train_net", "--config-file", get_config_file(config_id(config) + ".yaml"),
+def run_command(config: str, results_dir: Path, num_gpus: int, weights: Optional[Path],
+                opts: Sequence[str]) -> List[str]:
+    config_file = get_config_file(config_id(config) + ".yaml")
+    cmd = [sys.executable, "-m", "aeroseg.engine.train_net", "--config-file", config_file,
            "--num-gpus", str(num_gpus)]
     cmd += ["--eval-only", "MODEL.WEIGHTS", str(weights)] if weights else ["--resume"]
     return cmd + ["OUTPUT_DIR", str(results_dir / config_id(config)), *opts]

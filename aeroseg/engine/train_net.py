@@ -72,7 +72,8 @@ def _main(args):
             check_datasets(cfg, train=True)  # AerOSeg's Trainer does this itself
     else:
         TrainerClass = Trainer
-    logger.info("Engine: %s", "detectron2 DefaultTrainer" if args.engine == "detectron2" else "aeroseg (own training loop)")
+    engine = "detectron2 DefaultTrainer" if args.engine == "detectron2" else "aeroseg (own training loop)"
+    logger.info("Engine: %s", engine)
 
     if args.eval_only:
         check_datasets(cfg, train=False)  # before the (possibly slow) model build

@@ -49,7 +49,8 @@ class ClassNames:
     def reduce(self, scores: torch.Tensor) -> torch.Tensor:
         """(len(all_names), H, W) per-name scores -> (len(self), H, W): max over each class's names."""
         if scores.shape[0] != len(self.all_names):
-            raise ValueError(f"scores have {scores.shape[0]} channels, expected {len(self.all_names)} ({self.all_names})")
+            raise ValueError(f"scores have {scores.shape[0]} channels, "
+                             f"expected {len(self.all_names)} ({self.all_names})")
         return torch.stack([scores[idx].amax(0) for idx in self._index])
 
     def to_text(self) -> str:

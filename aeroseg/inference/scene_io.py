@@ -138,7 +138,8 @@ def _qml(palette: np.ndarray, names) -> str:
     entries = "\n".join(
         f'        <paletteEntry value="{i}" color="#{c[0]:02x}{c[1]:02x}{c[2]:02x}" alpha="255" '
         f'label="{escape(n, {chr(34): "&quot;"})}"/>' for i, (n, c) in enumerate(zip(names, palette)))
-    return ("<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n<qgis version=\"3.28.0\" styleCategories=\"Symbology\">\n"
+    return ("<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+            "<qgis version=\"3.28.0\" styleCategories=\"Symbology\">\n"
             "  <pipe>\n    <rasterrenderer type=\"paletted\" band=\"1\" opacity=\"1\" alphaBand=\"-1\">\n"
             f"      <colorPalette>\n{entries}\n      </colorPalette>\n    </rasterrenderer>\n  </pipe>\n</qgis>\n")
 

@@ -51,7 +51,8 @@ def build_param_scheduler(cfg) -> ParamScheduler:
 class LRMultiplierScheduler(torch.optim.lr_scheduler.LRScheduler):
     """lr of group g at iteration i = initial_lr_g * multiplier(i / max_iter)."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, multiplier: ParamScheduler, max_iter: int, last_epoch: int = -1):
+    def __init__(self, optimizer: torch.optim.Optimizer, multiplier: ParamScheduler, max_iter: int,
+                 last_epoch: int = -1):
         self._multiplier = multiplier
         self._max_iter = max(int(max_iter), 1)
         super().__init__(optimizer, last_epoch)

@@ -67,7 +67,8 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
         raise ConfigError("the model has no trainable parameters (check MODEL.CLIP.FINETUNE / MODEL.SAM.FROZEN)")
     name = cfg.SOLVER.OPTIMIZER.upper()
     if name == "ADAMW":
-        return torch.optim.AdamW(groups, lr=cfg.SOLVER.BASE_LR, betas=(0.9, 0.999), weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+        return torch.optim.AdamW(groups, lr=cfg.SOLVER.BASE_LR, betas=(0.9, 0.999),
+                                 weight_decay=cfg.SOLVER.WEIGHT_DECAY)
     if name == "SGD":
         return torch.optim.SGD(groups, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
                                nesterov=cfg.SOLVER.NESTEROV, weight_decay=cfg.SOLVER.WEIGHT_DECAY)

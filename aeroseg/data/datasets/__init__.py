@@ -9,7 +9,12 @@ from .sem_seg_folder import (
     register_sem_seg_dataset,
 )
 
-from .synthetic import SYNTHETIC_CLASSES, SYNTHETIC_UNSEEN, generate_synthetic_aerial_dataset, register_synthetic_dataset
+from .synthetic import (
+    SYNTHETIC_CLASSES,
+    SYNTHETIC_UNSEEN,
+    generate_synthetic_aerial_dataset,
+    register_synthetic_dataset,
+)
 
 register_all_builtin()
 register_synthetic_dataset()  # synthetic_aerial_{train,val}: the demo's data, generated on first use

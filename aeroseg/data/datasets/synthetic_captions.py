@@ -206,7 +206,8 @@ def make_caption_pairs(num_scenes: int, crops_per_scene: int, image_size: int, s
 
 
 def make_zero_shot_crops(per_class: int, image_size: int, seed: int = 0, scene_size: int = 64,
-                         crop_sides: Sequence[int] = (12, 32), max_scenes: int = 4000) -> Tuple[torch.Tensor, torch.Tensor]:
+                         crop_sides: Sequence[int] = (12, 32),
+                         max_scenes: int = 4000) -> Tuple[torch.Tensor, torch.Tensor]:
     """Held-out crops that each show one class, for zero-shot classification by class name.
 
     Scenes come from a stream that neither the pretraining pairs nor the segmentation dataset

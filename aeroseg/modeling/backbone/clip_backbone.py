@@ -20,9 +20,9 @@ from torch import nn
 from ...checkpoint.state_dict_io import describe_mismatch, verify_checksum
 from ...utils.errors import CheckpointError, ConfigError, one_line
 from .qv_finetune import split_qkv_for_finetuning
+from .rotation import multi_rotation_features, rotation_steps
 
 SYNTHETIC_AERIAL_TAG = "synthetic_aerial"  # see clip_pretraining.py (which imports this module lazily)
-from .rotation import multi_rotation_features, rotation_steps
 
 __all__ = ["CLIPBackbone", "build_clip_model", "build_clip_backbone", "clip_tokenizer", "value_dense_tokens"]
 

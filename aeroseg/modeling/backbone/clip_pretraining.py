@@ -175,8 +175,8 @@ def pretrain_clip(model: nn.Module, tokenizer, params: PretrainingParams, progre
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         accuracy = zero_shot_accuracy(model, tokenizer, zs_images, zs_classes, SYNTHETIC_CLASSES)
-        record = {"epoch": epoch + 1, "loss": sum(losses) / len(losses), "temperature": float(model.logit_scale.detach().exp()),
-                  "zero_shot": accuracy}
+        record = {"epoch": epoch + 1, "loss": sum(losses) / len(losses),
+                  "temperature": float(model.logit_scale.detach().exp()), "zero_shot": accuracy}
         history.append(record)
         logger.info("pretraining CLIP epoch %d/%d: loss %.4f  logit scale %.1f  zero-shot accuracy %s (mean %.1f%%)",
                     epoch + 1, params.epochs, record["loss"], record["temperature"],
