@@ -23,13 +23,16 @@ setup(
     package_dir={"aeroseg.model_zoo.configs": "configs"},
     package_data={"aeroseg.model_zoo.configs": ["*.yaml", "*/*.yaml", "*/*/*.yaml", "*/*/*/*.yaml"]},
     entry_points={"console_scripts": ENTRY_POINTS},
+    # timm is not declared: the refinement blocks' MLPs are nn.Sequential(Linear, act, Linear), the
+    # computation of timm.layers.Mlp without dropout (CAT-Seg's DropPath and dropouts are 0), and
+    # trunc_normal_ comes from torch; timm's Mlp would rename the checkpoint keys (mlp.0 -> mlp.fc1)
+    # of every AerOSeg checkpoint. (open_clip still installs timm for itself.)
     install_requires=[
         "torch>=2.1",
         "rasterio>=1.3",
         "torchvision>=0.16",
         "open_clip_torch>=3.0",
         "segment-anything>=1.0",
-        "timm>=0.9",
         "einops>=0.7",
         "fvcore>=0.1.5.post20221221",
         "opencv-python-headless>=4.8",
