@@ -35,7 +35,6 @@ import argparse
 import multiprocessing
 import os
 import sys
-import tempfile
 import textwrap
 from collections import Counter
 from dataclasses import dataclass, field
@@ -61,6 +60,8 @@ SPLITS = ("train", "val")
 
 # Class orders, the iSAID palette and the unseen splits live in the package (one source of
 # truth shared with dataset registration); the scripts need `pip install -e .` first.
+from aeroseg.utils.io import atomic_write, is_temp_name  # noqa: E402
+from aeroseg.utils.io import write_text_atomic as io_write_text_atomic  # noqa: E402
 from aeroseg.data.datasets.manifest import (  # noqa: E402
     IN_PROGRESS_NAME,
     MANIFEST_NAME,
@@ -275,50 +276,28 @@ def class_histogram(label: np.ndarray) -> np.ndarray:
 # Atomic writing
 # --------------------------------------------------------------------------- #
 
-TEMP_SUFFIX = ".part"
-
-
-def _atomic_write(path: Path, write: Callable[[object], None]) -> None:
-    """Call ``write(fileobj)`` on a temp file next to ``path``, then ``os.replace`` it.
-
-    The temp file lives in the same folder (so the rename is atomic) and is
-    hidden (``.<name>.<random>.part``), so a reader globbing ``*.png`` never sees
-    a half-written tile; it is removed if writing fails.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def write_png_atomic(array: np.ndarray, path: Path) -> None:
-    """Write a uint8 HxW (grayscale) or HxWx3 (RGB) array as a PNG, atomically."""
+    """Write a uint8 HxW (grayscale) or HxWx3 (RGB) array as a PNG, atomically (:mod:`aeroseg.utils.io`)."""
     if array.dtype != np.uint8:
         raise TypeError(f"expected uint8, got {array.dtype}")
     img = Image.fromarray(np.ascontiguousarray(array))
-    _atomic_write(path, lambda handle: img.save(handle, format="PNG"))
+    with atomic_write(path, "wb") as handle:
+        img.save(handle, format="PNG")
 
 
 def write_text_atomic(text: str, path: Path) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
-    _atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    io_write_text_atomic(path, text)
 
 
 def remove_temp_files(folder: Path) -> int:
-    """Delete leftover ``.*.part`` temp files (from an interrupted run) in ``folder``."""
+    """Delete leftover temporary files (:func:`aeroseg.utils.io.is_temp_name`) of an interrupted run."""
     removed = 0
     if folder.is_dir():
-        for leftover in folder.glob(f".*{TEMP_SUFFIX}"):
-            leftover.unlink(missing_ok=True)
-            removed += 1
+        for leftover in folder.iterdir():
+            if is_temp_name(leftover.name):
+                leftover.unlink(missing_ok=True)
+                removed += 1
     return removed
 
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from aeroseg.utils.io import folder_lock, write_bytes_atomic
+from aeroseg.utils.io import atomic_write, folder_lock, is_temp_name, temp_path, write_bytes_atomic, write_text_atomic
 
 
 @pytest.mark.parametrize("durable", [False, True])
@@ -45,3 +45,23 @@ def test_folder_lock_excludes_a_second_holder(tmp_path):
     hold("second", 0.0)  # flock locks are per open file description: a second open() waits
     first.join()
     assert events == ["first in", "first out", "second in", "second out"]
+
+
+def test_temporary_names_are_unique_hidden_keep_the_suffix_and_are_recognised(tmp_path):
+    names = {temp_path(tmp_path / "scene_labels.tif").name for _ in range(50)}
+    assert len(names) == 50
+    for name in names:
+        assert name.startswith(".scene_labels.tif.tmp.") and name.endswith(".tif") and is_temp_name(name)
+    assert not is_temp_name("scene_labels.tif") and not is_temp_name("model_final.pth")
+
+
+def test_an_error_inside_atomic_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text("old")
+    with pytest.raises(RuntimeError, match="killed"):
+        with atomic_write(path, "w") as f:
+            f.write("half of the new")
+            raise RuntimeError("killed")
+    assert path.read_text() == "old" and os.listdir(tmp_path) == ["results.json"]
+    write_text_atomic(path, "new", durable=True)
+    assert path.read_text() == "new"

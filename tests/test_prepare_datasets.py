@@ -228,7 +228,7 @@ def test_isaid_rerun_is_idempotent_and_workers_agree(isaid_raw, tmp_path):
     assert run_isaid(isaid_raw, dst) == 0
     first = snapshot(dst)
     # A temp file from an interrupted run is cleaned up.
-    (dst / "train" / "images" / ".P0001_y00000_x00000.png.x1.part").write_bytes(b"junk")
+    (dst / "train" / "images" / ".P0001_y00000_x00000.png.tmp.4242.0badcafe.png").write_bytes(b"junk")
     assert run_isaid(isaid_raw, dst) == 0
     assert snapshot(dst) == first
     assert not [name for name in first if Path(name).name.startswith(".")]

@@ -369,12 +369,12 @@ def test_stale_temp_checkpoints_are_removed_and_metrics_have_no_duplicates(tmp_p
     monkeypatch.setattr(Trainer, "run_step", crash_after_five)
     with pytest.raises(KeyboardInterrupt):
         _run(out, *opts)
-    (out / "model_0000005.pth.tmp.999999").write_bytes(b"half a checkpoint")
+    (out / ".model_0000005.pth.tmp.999999.0badcafe.pth").write_bytes(b"half a checkpoint")
     iterations = [json.loads(line)["iteration"] for line in (out / "metrics.json").read_text().splitlines()]
     assert iterations == [0, 1, 2, 3, 4]
     monkeypatch.setattr(Trainer, "run_step", original)
     assert _run(out, *opts, flags=("--resume",)) == 0
-    assert not (out / "model_0000005.pth.tmp.999999").exists()
+    assert not (out / ".model_0000005.pth.tmp.999999.0badcafe.pth").exists()
     iterations = [json.loads(line)["iteration"] for line in (out / "metrics.json").read_text().splitlines()]
     assert iterations == [0, 1, 2, 3, 4, 5]
 

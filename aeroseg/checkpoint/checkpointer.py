@@ -15,6 +15,7 @@ import torch
 from fvcore.common.checkpoint import Checkpointer
 
 from ..utils.errors import CheckpointError, describe_exception, one_line
+from ..utils.io import atomic_write, write_text_atomic
 from .state_dict_io import describe_mismatch
 
 __all__ = ["AerOSegCheckpointer", "check_state_dict_compatible"]
@@ -159,11 +160,7 @@ class AerOSegCheckpointer(Checkpointer):
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        path = os.path.join(self.save_dir, "last_checkpoint")
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(last_filename_basename)
-        os.replace(tmp, path)
+        write_text_atomic(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename, durable=True)
 
 
 def _is_complete_checkpoint(path: str) -> bool:
@@ -199,13 +196,5 @@ def _save_failure(exc: BaseException, path: str, save_dir: str) -> str:
 
 
 def _atomic_torch_save(obj: Any, path: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path, "wb", durable=True) as f:
+        torch.save(obj, f)

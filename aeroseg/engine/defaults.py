@@ -12,6 +12,7 @@ import torch
 from ..utils import comm
 from ..utils.cpu_allocator import configure_cpu_allocator
 from ..utils.errors import OutputDirError, describe_exception
+from ..utils.io import is_temp_name, write_text_atomic
 from .output_lock import acquire_output_dir_lock
 
 __all__ = ["default_argument_parser", "default_setup", "seed_all_rng", "setup_logger", "rng_state", "set_rng_state"]
@@ -106,11 +107,11 @@ def set_rng_state(state: dict) -> None:
 
 
 def _remove_stale_temp_checkpoints(output_dir: str, logger: logging.Logger) -> None:
-    """Delete ``*.pth.tmp.<pid>`` files of saves that a killed run left behind.
+    """Delete the temporary files of checkpoint saves that a killed run left behind (``*.pth.tmp.*``).
 
     Only called while this run holds the output-folder lock, so no other process is saving there.
     """
-    stale = [n for n in os.listdir(output_dir) if ".pth.tmp." in n]
+    stale = [n for n in os.listdir(output_dir) if is_temp_name(n) and n.endswith(".pth")]
     for name in stale:
         os.remove(os.path.join(output_dir, name))
     if stale:
@@ -146,11 +147,8 @@ def default_setup(cfg, args) -> logging.Logger:
     if comm.is_main_process() and output_dir:
         _remove_stale_temp_checkpoints(output_dir, logger)
         path = os.path.join(output_dir, "config.yaml")
-        tmp = path + ".tmp"
         try:
-            with open(tmp, "w") as f:
-                f.write(cfg.dump())
-            os.replace(tmp, path)
+            write_text_atomic(path, cfg.dump())
         except OSError as exc:
             raise OutputDirError(f"cannot write {path} ({describe_exception(exc)}): choose a writable "
                                  f"OUTPUT_DIR with free space") from None

@@ -6,6 +6,8 @@ import os
 from collections import defaultdict, deque
 from typing import Dict, Optional
 
+from ..utils.io import write_text_atomic
+
 __all__ = ["MetricsWriter"]
 
 logger = logging.getLogger("aeroseg")
@@ -100,9 +102,6 @@ def _drop_records_from(path: str, start_iter: int) -> None:
         kept.append(line if line.endswith("\n") else line + "\n")
     if len(kept) == len(lines):
         return
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.writelines(kept)
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(kept))
     logger.info("metrics.json: dropped %d record(s) of iterations >= %d written by the interrupted run",
                 len(lines) - len(kept), start_iter)

@@ -28,6 +28,7 @@ from typing import Dict, List, Optional, Sequence
 
 from aeroseg.evaluation.paper_tables import DATASETS, TABLES, TEST_SETS, Table, config_id
 from aeroseg.model_zoo import get_config_file
+from aeroseg.utils.io import write_text_atomic
 
 MISSING = "missing"
 
@@ -96,9 +97,7 @@ def report(tables: Sequence[str], results_dir: Path, output_dir: Path) -> str:
     parts += [table_markdown(TABLES[t], results_dir) for t in tables]
     text = "\n".join(parts)
     output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir / "tables.md.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, output_dir / "tables.md")
+    write_text_atomic(output_dir / "tables.md", text)
     return text
 
 

@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence
 
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from ..data.catalog import MetadataCatalog
 from ..utils import comm
 from ..utils.errors import AerOSegError, one_line
+from ..utils.io import write_text_atomic
 from .evaluator import DatasetEvaluator
 
 __all__ = [
@@ -128,20 +128,8 @@ def _json_number(value):
 
 
 def _write_json_atomically(path: str, payload: dict) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".sem_seg_results.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_text_atomic(path, json.dumps(payload, indent=2, allow_nan=False), durable=True)
 
 
 class OpenVocabSemSegEvaluator(DatasetEvaluator):

@@ -19,6 +19,7 @@ from PIL import Image
 
 from ..utils.errors import AerOSegError, one_line
 from .sliding_window import SlidingWindowPredictor
+from ..utils.io import temp_path
 from .visualize import class_palette, colorize, overlay_with_legend, preview_size
 
 __all__ = ["SceneReader", "SceneReadError", "output_paths", "segment_scene", "GEOTIFF_SUFFIXES", "IMAGE_SUFFIXES"]
@@ -129,10 +130,6 @@ def output_paths(out_dir: Path, stem: str, geotiff: bool, save_scores: bool) -> 
     return {k: Path(out_dir) / v for k, v in paths.items()}
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-
-
 def _qml(palette: np.ndarray, names) -> str:
     """A QGIS paletted style (QGIS loads ``X.qml`` beside ``X.tif`` automatically)."""
     entries = "\n".join(
@@ -176,7 +173,7 @@ def segment_scene(predictor: SlidingWindowPredictor, path, out_dir, stem: str, *
             progress.refresh()
             on_window = progress.update
         paths = output_paths(out_dir, stem, geo, save_scores)
-        tmps = {k: _tmp(p) for k, p in paths.items()}
+        tmps = {k: temp_path(p) for k, p in paths.items()}
         try:
             if geo:
                 _write_geotiffs(predictor, reader, tmps, palette, names, save_scores, scores_dtype, on_window)

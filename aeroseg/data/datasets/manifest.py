@@ -20,6 +20,7 @@ import os
 from typing import Dict, List, Optional, Sequence
 
 from ...utils.errors import DatasetError
+from ...utils.io import write_text_atomic
 
 __all__ = [
     "IN_PROGRESS_NAME",
@@ -72,12 +73,7 @@ def make_manifest(dataset: str, splits: Dict[str, Sequence[str]], *, tool: str, 
 
 
 def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_text_atomic(path, text, durable=True)
 
 
 def mark_in_progress(root: str, what: str = "") -> None:
