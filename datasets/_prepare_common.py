@@ -51,7 +51,7 @@ from tqdm import tqdm
 Image.MAX_IMAGE_PIXELS = None
 
 # --------------------------------------------------------------------------- #
-# Dataset constants (design.md section 5). Keep them here, in one place.
+# Dataset constants (docs/DESIGN.md, "Datasets"). Keep them here, in one place.
 # --------------------------------------------------------------------------- #
 
 TILE_SIZE = 256

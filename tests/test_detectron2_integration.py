@@ -1,4 +1,4 @@
-"""AerOSeg inside a real detectron2 (design.md §2: detectron2-native when it is installed).
+"""AerOSeg inside a real detectron2 (docs/DESIGN.md: detectron2-native when it is installed).
 
 Every test here runs only where detectron2 is importable; elsewhere the module is skipped.
 """
@@ -112,7 +112,7 @@ def test_standalone_get_cfg_equals_detectron2_get_cfg_plus_add_aeroseg_config():
 
 
 def test_the_three_lines_of_a_detectron2_user():
-    # README "detectron2": get_cfg, add_aeroseg_config, merge_from_file; then detectron2 builds AerOSeg.
+    # docs/ENGINES.md, "detectron2": get_cfg, add_aeroseg_config, merge_from_file; then detectron2 builds AerOSeg.
     import aeroseg
 
     cfg = d2_config.get_cfg()

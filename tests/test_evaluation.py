@@ -1,4 +1,4 @@
-"""The open-vocabulary evaluator (design.md §6) against hand-computed confusion matrices."""
+"""The open-vocabulary evaluator (docs/DESIGN.md, "Metrics") against hand-computed confusion matrices."""
 import json
 import logging
 import math

@@ -1,4 +1,4 @@
-"""The CAT-Seg / OVRS training recipe where the paper is silent (README "Design choices"):
+"""The CAT-Seg / OVRS training recipe where the paper is silent (docs/DESIGN.md, "Design choices"):
 dense CLIP value path, BCE with ignored pixels, gradient clipping, prompts, text-guidance
 normalisation, SSD colour augmentation and test-time resizing (DDP with the value path: test_engine)."""
 import math

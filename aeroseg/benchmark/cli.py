@@ -10,7 +10,7 @@ The model is randomly initialised (PRETRAINED/CHECKPOINT forced to ""; weights d
 speed). Per mode (inference forward, training step): median and spread of the run times after
 warm-up, images/s, peak memory, a per-module time breakdown, FLOPs per image (2 x multiply-adds)
 and MFU = achieved FLOP/s / matmul peak, the peak measured by a large GEMM in the same run and
-precision. Trailing KEY VALUE pairs override the config. See README "Performance".
+precision. Trailing KEY VALUE pairs override the config. See docs/PERFORMANCE.md.
 """
 import argparse
 import json

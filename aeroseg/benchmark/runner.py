@@ -2,7 +2,7 @@
 
 :func:`benchmark_config` builds the model of a config with random weights (``PRETRAINED`` and
 ``CHECKPOINT`` forced to "" -- weights do not change the speed), feeds it a synthetic batch, and
-returns a JSON-ready dict; ``tools/benchmark.py`` is its command line. See README "Performance"
+returns a JSON-ready dict; ``tools/benchmark.py`` is its command line. See docs/PERFORMANCE.md
 for how to read the result.
 """
 import contextlib

@@ -43,7 +43,8 @@ def add_aeroseg_config(cfg: CfgNode) -> None:
     cfg.INPUT.RANDOM_ROTATE_90 = False  # training augmentation: rotate by a random multiple of 90 degrees
     # training augmentation: SSD photometric distortions of the image (CAT-Seg's COLOR_AUG_SSD)
     cfg.INPUT.COLOR_AUG_SSD = False
-    # Extra datasets: [{NAME, ROOT, CLASSES, UNSEEN}] registered as NAME_train / NAME_val (see README).
+    # Extra datasets: [{NAME, ROOT, CLASSES, UNSEEN}] registered as NAME_train / NAME_val
+    # (see docs/GETTING_STARTED.md, "Datasets").
     cfg.DATASETS.CUSTOM = []
     cfg.DATALOADER.SKIP_BAD_SAMPLES = False  # training: skip (and count) unreadable samples instead of stopping
     cfg.DATALOADER.OUT_OF_RANGE_LABELS = "error"  # label values >= #classes (not ignore): "error" or "ignore" (counted)

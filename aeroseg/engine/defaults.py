@@ -157,5 +157,5 @@ def default_setup(cfg, args) -> logging.Logger:
     logger.info("Seed: %d", seed)
     torch.backends.cudnn.benchmark = bool(cfg.CUDNN_BENCHMARK)
     if str(cfg.MODEL.DEVICE).startswith("cpu") and configure_cpu_allocator(cfg.CPU_ALLOCATOR):
-        logger.info("CPU_ALLOCATOR=retain: freed memory stays in the process (see README, Performance)")
+        logger.info("CPU_ALLOCATOR=retain: freed memory stays in the process (see docs/PERFORMANCE.md)")
     return logger

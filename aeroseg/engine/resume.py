@@ -1,6 +1,6 @@
 """What ``--resume`` needs from a checkpoint to continue a run exactly, on either engine.
 
-Both engines (the own loop and detectron2's ``DefaultTrainer``, see README "Engines") write the
+Both engines (the own loop and detectron2's ``DefaultTrainer``, see docs/ENGINES.md) write the
 same file: ``{"model", "optimizer", "scheduler", ["grad_scaler"], "iteration", "rng"}``. The
 iteration gives the data position (the sampler restarts at ``iteration x IMS_PER_BATCH``) and
 "rng" the Python / NumPy / torch random states. A file without one of these (weights only, or one

@@ -65,7 +65,7 @@ def _main(args):
     logger = logging.getLogger("aeroseg")
     if args.engine == "detectron2":
         if not detectron2_available():
-            raise AerOSegError("--engine detectron2 needs detectron2 installed (see README: engines)")
+            raise AerOSegError("--engine detectron2 needs detectron2 installed (see docs/ENGINES.md)")
         from aeroseg.engine.detectron2_trainer import Detectron2Trainer as TrainerClass
 
         if not args.eval_only:

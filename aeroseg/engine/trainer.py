@@ -1,4 +1,4 @@
-"""AerOSeg's own training loop: a small loop over well-kept parts (design.md §2).
+"""AerOSeg's own training loop: a small loop over well-kept parts (docs/DESIGN.md, "detectron2: native when installed").
 
 Iteration-based, like detectron2: data from an endless loader, AdamW with per-part learning
 rates, an fvcore-based schedule, optional mixed precision and gradient clipping, DDP across
@@ -64,7 +64,7 @@ class Trainer:
             self.device.type, enabled=self.amp_enabled and self.amp_dtype == torch.float16)
         if self.amp_enabled and self.device.type == "cpu" and not cpu_info.has_native_bf16():
             logger.warning("SOLVER.AMP.ENABLED on a CPU without AVX512-BF16/AMX: bf16 is emulated and "
-                           "measured 4-85x slower than fp32 (README, Performance); SOLVER.AMP.ENABLED False "
+                           "measured 4-85x slower than fp32 (docs/PERFORMANCE.md); SOLVER.AMP.ENABLED False "
                            "trains faster here")
         self.ddp_model = self.model
         if comm.get_world_size() > 1:

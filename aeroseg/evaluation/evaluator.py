@@ -1,4 +1,4 @@
-"""Evaluator base class and the inference loop (detectron2's interface, design.md §2).
+"""Evaluator base class and the inference loop (detectron2's interface; docs/DESIGN.md).
 
 An evaluator has three methods: :meth:`~DatasetEvaluator.reset` before a pass over a dataset,
 :meth:`~DatasetEvaluator.process` after every model call with that call's inputs and outputs, and

@@ -1,6 +1,6 @@
 """Open-vocabulary semantic-segmentation evaluator: mIoU and its seen / unseen / harmonic split.
 
-Metrics (design.md §6), computed from one (K, K) confusion matrix over all K classes of the
+Metrics (docs/DESIGN.md, "Metrics"), computed from one (K, K) confusion matrix over all K classes of the
 dataset (rows = ground truth, columns = prediction), accumulated on the full-resolution label
 with ignore pixels excluded:
 

@@ -75,7 +75,7 @@ class AttentionAwareUpsampling(nn.Module):
         (B*T, out_dim, 2h, 2w).
         """
         # Channels-last throughout: oneDNN's convolutions run 1.6-3x faster on NHWC than on NCHW
-        # here (README, Performance); the refinement blocks already hand over NHWC features.
+        # here (docs/PERFORMANCE.md); the refinement blocks already hand over NHWC features.
         up = self.upsample(x.contiguous(memory_format=torch.channels_last))
         guidance = guidance.contiguous(memory_format=torch.channels_last)
         b = guidance.shape[0]

@@ -6,7 +6,7 @@ the kernel with ``munmap`` when the tensor dies. The next tensor of that size th
 every 4 KiB page, and the kernel zeroes each page first. AerOSeg's large activations (SAM-L at
 1024 px: 134 MB per block activation and 537 MB MLP hidden state per 8 images) are allocated
 and freed in every block, so at batch 8 the kernel spent half of the process' CPU time in page
-faults (measured: 4.5 of 13.5 CPU minutes; see README "Performance").
+faults (measured: 4.5 of 13.5 CPU minutes; see docs/PERFORMANCE.md).
 
 ``"retain"`` turns that off with ``mallopt``: no mmap for large blocks (``M_MMAP_MAX`` = 0) and
 up to 2 GiB of free memory at the top of the heap kept instead of trimmed (``M_TRIM_THRESHOLD``),

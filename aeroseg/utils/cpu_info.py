@@ -24,6 +24,6 @@ def has_native_bf16(path: str = _CPUINFO) -> bool:
     """True if the CPU computes bf16 matmuls in hardware (AVX512-BF16 or AMX-BF16).
 
     Without them oneDNN emulates bf16, and autocast runs far slower than fp32: on an AVX2 EPYC a
-    1024^3 GEMM ran 85x and SAM-L blocks 4.4x slower (README, Performance).
+    1024^3 GEMM ran 85x and SAM-L blocks 4.4x slower (docs/PERFORMANCE.md).
     """
     return bool(cpu_flags(path) & {"avx512_bf16", "amx_bf16"})

@@ -1,8 +1,8 @@
 """Whether detectron2 can be imported, decided once.
 
 AerOSeg is detectron2-native when detectron2 is installed and self-sufficient when it is not
-(design.md §2). Every place that integrates with detectron2 asks :func:`detectron2_available`
-instead of importing it blindly.
+(docs/DESIGN.md, "detectron2: native when installed"). Every place that integrates with
+detectron2 asks :func:`detectron2_available` instead of importing it blindly.
 """
 import functools
 import importlib.util

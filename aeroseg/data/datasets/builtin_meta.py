@@ -1,4 +1,4 @@
-"""Class orders, palettes and seen/unseen splits of the built-in datasets (design.md §5).
+"""Class orders, palettes and seen/unseen splits of the built-in datasets (docs/DESIGN.md, "Datasets").
 
 The class index of a processed label is its position in ``*_CLASSES``; the unseen lists are the
 paper's Table 1. Everything else derives from these constants.

@@ -112,7 +112,7 @@ def build_clip_model(
             raise CheckpointError(
                 f"could not obtain open_clip weights {name}/{pretrained} ({one_line(exc, 160)}); "
                 f"without internet, download them elsewhere and set MODEL.CLIP.PRETRAINED to the "
-                f"local file (see MODEL_ZOO in README.md)"
+                f"local file (see MODEL_ZOO.md)"
             ) from None
 
     model = open_clip.create_model(name, pretrained=None, device=device, **kwargs)
