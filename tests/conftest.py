@@ -10,7 +10,9 @@ from aeroseg.config import get_cfg
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "configs" / "demo" / "tiny_cpu.yaml"
 # The demo with a random 2-block CLIP at 64 px: what the tests of code paths build (no pretraining).
-TINY_CONFIG = REPO / "tests" / "configs" / "tiny_random_clip.yaml"
+TINY_CONFIG = REPO / "tests" / "fixtures" / "tiny_random_clip.yaml"
+# Golden tensors of the reference code (tests/parity) and other small files the tests read.
+FIXTURES = REPO / "tests" / "fixtures"
 BASE_CONFIG = REPO / "configs" / "Base-AerOSeg.yaml"
 # Real raw-dataset sample files (iSAID PNGs, an OpenEarthMap GeoTIFF). Their licences keep them out
 # of the repository: $AEROSEG_SAMPLES names the folder, default ../shared/data/samples next to the
@@ -38,6 +40,19 @@ def require_samples(*parts: str) -> Path:
         pytest.skip(f"real dataset samples not found at {path}: set AEROSEG_SAMPLES to the folder "
                     f"holding isaid/ and openearthmap/ (they live outside the repository)")
     return path
+
+
+class PointwiseModel(torch.nn.Module):
+    """Scores depend on each pixel only: stitched windows must equal the whole-image result."""
+
+    vocabulary = ["a", "b"]
+
+    def forward(self, inputs):
+        out = []
+        for item in inputs:
+            img = item["image"].float() / 255
+            out.append({"sem_seg": torch.stack([img[0] * img[1], img[2]])})
+        return out
 
 
 def build_tiny(*opts, seed: int = 0):

@@ -20,9 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import require_samples
+from conftest import REPO, require_samples
 
-REPO = Path(__file__).resolve().parents[1]
 DATASETS_DIR = REPO / "datasets"
 
 sys.path.insert(0, str(DATASETS_DIR))

@@ -8,19 +8,7 @@ from torch import nn
 
 from aeroseg.inference import ClassNames, SlidingWindowPredictor, blend_profile, parse_classes, window_offsets
 from aeroseg.inference.scene_io import segment_scene
-
-
-class PointwiseModel(nn.Module):
-    """Scores depend on each pixel only: stitched windows must equal the whole-image result."""
-
-    vocabulary = ["a", "b"]
-
-    def forward(self, inputs):
-        out = []
-        for item in inputs:
-            img = item["image"].float() / 255
-            out.append({"sem_seg": torch.stack([img[0] * img[1], img[2]])})
-        return out
+from conftest import PointwiseModel
 
 
 class WindowEdgeModel(nn.Module):

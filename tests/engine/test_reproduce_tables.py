@@ -1,13 +1,12 @@
 import json
 import re
-from pathlib import Path
 
 import pytest
 
 from aeroseg.engine import reproduce_tables
 from aeroseg.evaluation.paper_tables import TABLES, config_id
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _fake_results(results_dir, config, test_set, **metrics):

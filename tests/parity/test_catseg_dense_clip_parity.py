@@ -3,15 +3,15 @@
 The fixture is written by ``tools/dev/reference_fixtures_clip.py`` from CAT-Seg's
 ``model_vpt.py``; here the same weights go into an open_clip tower and through our backbone.
 """
-from pathlib import Path
 
 import open_clip
 import pytest
 import torch
 
 from aeroseg.modeling.backbone import CLIPBackbone, build_clip_model, split_qkv_for_finetuning
+from conftest import FIXTURES
 
-FIXTURE = Path(__file__).parent / "fixtures" / "dense_clip.pt"
+FIXTURE = FIXTURES / "dense_clip.pt"
 
 
 def _ours(fixture, dense_features: str, split_qkv: bool) -> CLIPBackbone:

@@ -7,8 +7,8 @@ import torch
 
 from aeroseg.config import get_cfg
 from aeroseg.modeling import build_model, count_parameters
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml"))
 EXPERIMENTS = [c for c in CONFIGS if not Path(c).name.startswith("Base-") and "/demo/" not in c]
 

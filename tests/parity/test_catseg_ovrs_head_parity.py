@@ -13,8 +13,9 @@ from aeroseg.modeling.class_refinement import ClassRefinementBlock
 from aeroseg.modeling.decoder import AttentionAwareUpsampling
 from aeroseg.modeling.refinement import CorrelationRefinementBlock
 from aeroseg.modeling.spatial_refinement import SpatialRefinementBlock
+from conftest import FIXTURES as CONFTEST_FIXTURES
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+FIXTURES = str(CONFTEST_FIXTURES)
 TOLERANCE = 1e-5
 
 

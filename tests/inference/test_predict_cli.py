@@ -200,7 +200,7 @@ def test_real_openearthmap_geotiff_streams_with_its_georeferencing(tmp_path):
     if not sample.exists():
         pytest.skip(f"real samples not found ({sample})")
     from aeroseg.inference import SlidingWindowPredictor, segment_scene
-    from test_predict import PointwiseModel
+    from conftest import PointwiseModel
 
     predictor = SlidingWindowPredictor(PointwiseModel(), tile=256, overlap=0.25, batch_size=8)
     segment_scene(predictor, sample, tmp_path, "koeln", preview_max_side=300)
