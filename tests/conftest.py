@@ -2,10 +2,13 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from aeroseg.config import get_cfg
+from aeroseg.data import DatasetCatalog, MetadataCatalog
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "configs" / "demo" / "tiny_cpu.yaml"
@@ -101,3 +104,60 @@ def run_train_net(out, *opts, flags=(), config=TINY_CONFIG):
     from aeroseg.engine import train_net
 
     return train_net.run([*flags, "--config-file", str(config), "OUTPUT_DIR", str(out), *opts])
+
+
+# ----------------------------------------------------------------------------- fabricated datasets
+# The synthetic dataset's classes, for folder datasets the tests make themselves.
+CLASSES = ["building", "road", "tree", "water", "low vegetation", "car"]
+UNSEEN = ["water", "car"]
+
+
+@pytest.fixture
+def datasets_env(datasets_dir, monkeypatch):
+    """$AEROSEG_DATASETS set to the module's datasets folder (use with pytest.mark.usefixtures)."""
+    monkeypatch.setenv("AEROSEG_DATASETS", str(datasets_dir))
+
+
+def fabricate_folder_dataset(root, n_train=4, n_val=4, size=64, seed=0):
+    """A 6-class folder dataset (root/{train,val}/{images,labels}); labels use all 6 classes."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("val", n_val)):
+        for sub in ("images", "labels"):
+            os.makedirs(root / split / sub, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+                root / split / "images" / f"{split}{i}.png")
+            label = (np.arange(size)[None, :].repeat(size, 0) * 6 // size).astype(np.uint8)
+            Image.fromarray(label).save(root / split / "labels" / f"{split}{i}.png")
+    return root
+
+
+@pytest.fixture
+def fab(tmp_path):
+    """(dataset name, root, config opts registering it as DATASETS.CUSTOM and using it)."""
+    root = fabricate_folder_dataset(tmp_path / "fab")
+    name = f"fab{abs(hash(str(tmp_path))) % 10 ** 8}"
+    custom = repr([{"NAME": name, "ROOT": str(root), "CLASSES": CLASSES, "UNSEEN": UNSEEN}])
+    opts = ("DATASETS.CUSTOM", custom, "DATASETS.TRAIN", f"('{name}_train',)",
+            "DATASETS.TEST", f"('{name}_val',)", "SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "0")
+    yield name, root, opts
+    for split in ("train", "val"):
+        if f"{name}_{split}" in DatasetCatalog:
+            DatasetCatalog.remove(f"{name}_{split}")
+            MetadataCatalog.remove(f"{name}_{split}")
+
+
+def error_line(capsys) -> str:
+    """The one-line ``error: ...`` a command printed to stderr (after any tqdm bars)."""
+    err = capsys.readouterr().err.strip().rsplit("\r", 1)[-1].strip()  # after tqdm's progress bars
+    assert err.startswith("error: ") and "\n" not in err, err
+    return err
+
+
+def poison_label(root, split, stem, values):
+    path = root / split / "labels" / f"{stem}.png"
+    label = np.asarray(Image.open(path)).copy()
+    for i, v in enumerate(values):
+        label[i, :5] = v
+    Image.fromarray(label).save(path)
+    return path

@@ -619,7 +619,7 @@ def test_real_oem_sample(tmp_path):
 
 
 # --------------------------------------------------------------------------- #
-# Manifest: completion and run identity (issue 12, items 2 and 3)
+# Manifest: completion and run identity
 # --------------------------------------------------------------------------- #
 
 

@@ -1,4 +1,5 @@
 import os
+import uuid
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from aeroseg.data import (
 )
 from aeroseg.data.dataset_mapper import training_label_map
 from aeroseg.data.samplers import InferenceSampler, InfiniteTrainingSampler
+from aeroseg.data.datasets.synthetic import register_synthetic_dataset
 from conftest import tiny_cfg
 
 CLASSES = ["road", "tree", "water", "car"]
@@ -274,3 +276,33 @@ def test_model_vocabulary_comes_from_the_training_dataset(custom_dataset):
     model = build_tiny("MODEL.AEROSEG.VOCABULARY", "[]", "DATASETS.TRAIN", f"('{name}_train',)")
     assert model.vocabulary == ["road", "tree", "car"]
     assert model.back_projection.num_classes == 3
+
+
+def test_training_labels_are_the_raw_labels_with_unseen_classes_hidden(tmp_path):
+    """Pixel by pixel, against a table written out here: seen classes renumbered in order, unseen
+    ones ignored (a mapper that makes every pixel 255 fails)."""
+    name = f"hidden_{uuid.uuid4().hex[:8]}"
+    train, val = register_synthetic_dataset(name, root=str(tmp_path), num_train=6, num_val=1)
+    try:
+        meta = MetadataCatalog.get(train)
+        assert meta.stuff_classes == ["building", "road", "tree", "water", "low vegetation", "car"]
+        assert meta.unseen_classes == ["water", "car"]
+        # dataset index -> training index: building 0, road 1, tree 2, water -, low vegetation 3, car -
+        table = np.full(256, 255, dtype=np.int64)
+        table[[0, 1, 2, 4]] = [0, 1, 2, 3]
+        cfg = tiny_cfg("DATASETS.TRAIN", f"('{train}',)", "INPUT.MIN_SIZE_TRAIN", "(64,)",
+                       "INPUT.CROP.ENABLED", "False", "INPUT.RANDOM_FLIP", "none", "INPUT.RANDOM_ROTATE_90", "False")
+        mapper = SemSegDatasetMapper(cfg, is_train=True)
+        raw_values, out_values = set(), set()
+        for record in DatasetCatalog.get(train):
+            raw = np.asarray(Image.open(record["sem_seg_file_name"]))
+            label = mapper(record, rng=np.random.default_rng(0))["sem_seg"].numpy()
+            np.testing.assert_array_equal(label, table[raw])
+            raw_values |= set(np.unique(raw).tolist())
+            out_values |= set(np.unique(label).tolist())
+        assert {3, 5} & raw_values  # unseen classes were present, so hiding was exercised
+        assert {0, 1, 2, 3} <= out_values  # every seen class survives, renumbered
+    finally:
+        for split in (train, val):
+            DatasetCatalog.remove(split)
+            MetadataCatalog.remove(split)

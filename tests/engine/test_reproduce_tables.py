@@ -1,5 +1,7 @@
 import json
+import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +95,49 @@ def test_runs_are_planned_once_and_done_ones_skipped(tmp_path, capsys):
     assert "[no weights] oem/ablations/config_a" in out
     with pytest.raises(SystemExit, match="unknown rows"):
         reproduce_tables.planned_runs(["3"], ["Config-Z"], None)
+
+
+PAPER = Path(os.environ.get("AEROSEG_PAPER", REPO.parent / "shared" / "paper" / "aeroseg_paper.txt"))
+
+
+def _row_numbers(line: str):
+    """Numbers of a table row as the text extraction printed them: "44 .47" -> 44.47 and a
+    dropped decimal point "1493" -> 14.93; separators and venue years ("CVPR'23") are skipped."""
+    line = re.sub(r"(\d)\s+\.(\d)", r"\1.\2", line)
+    values = []
+    for token in re.findall(r"(?<![\w.])(\d{1,2}\.\d{2}|\d{4})(?![\w.])", line):
+        values.append(f"{token[:2]}.{token[2:]}" if "." not in token else token)
+    return values
+
+
+def _table_block(text_lines, key):
+    """Lines between the caption of the previous table and the caption of table ``key``."""
+    captions = {}
+    for i, line in enumerate(text_lines):
+        match = re.match(r"Table (\d)\. ", line)
+        if match:
+            captions.setdefault(match.group(1), i)
+    end = captions[key]
+    start = max([i for k, i in captions.items() if i < end], default=-1) + 1
+    return text_lines[start:end]
+
+
+def test_paper_numbers_are_in_their_table_row():
+    """Every row's values, in the table's column order (datasets x metrics, then the average), are
+    exactly the numbers of that row in that table (finding a number anywhere in the paper is not
+    enough)."""
+    if not PAPER.is_file():
+        pytest.skip(f"paper text not found at {PAPER} (set AEROSEG_PAPER)")
+    lines = PAPER.read_text().splitlines()
+    for key, table in TABLES.items():
+        block = _table_block(lines, key)
+        for row in table.rows:
+            matches = [line for line in block if re.match(re.escape(row.name) + r"(\s|$)", line.strip())]
+            assert matches, f"Table {key}: no row '{row.name}' in the paper"
+            columns = list(table.datasets) + (["avg"] if table.average else [])
+            expected = [f"{v:.2f}" for d in columns for v in row.paper[d]]
+            assert _row_numbers(matches[-1]) == expected, f"Table {key} {row.name}: {matches[-1]!r}"
+            if table.average:  # the paper's "Average" is the mean over the datasets
+                for i in range(len(table.metrics)):
+                    mean = sum(row.paper[d][i] for d in table.datasets) / len(table.datasets)
+                    assert abs(mean - row.paper["avg"][i]) < 0.011, (key, row.name)

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from aeroseg.config import get_cfg
-from aeroseg.modeling import build_model, count_parameters
+from aeroseg.modeling import META_ARCH_REGISTRY, AerOSeg, build_model, count_parameters
 from aeroseg.utils.errors import ConfigError
-from conftest import BASE_CONFIG, build_tiny, random_batch
+from conftest import BASE_CONFIG, build_tiny, random_batch, tiny_cfg
 
 
 def test_training_returns_both_losses_and_inference_the_sem_seg_contract():
@@ -215,3 +215,76 @@ def test_cuda_device_without_a_gpu_is_a_config_error():
         pytest.skip("a CUDA device is available")
     with pytest.raises(ConfigError, match="MODEL.DEVICE='cuda' but no CUDA device is available"):
         build_tiny("MODEL.DEVICE", "cuda")
+
+
+def test_a_new_vocabulary_gives_what_a_model_built_for_it_gives():
+    """Class names are data: after ``set_vocabulary`` the same weights must produce exactly what a
+    model built with that vocabulary from the start produces, also when the new list has the
+    same length as the old one (a stale text cache would go unnoticed by a shape check)."""
+    six = ["building", "road", "tree", "water", "low vegetation", "car"]
+    other_six = ["ship", "harbor", "bridge", "tennis court", "plane", "roundabout"]
+    three = ["tennis court", "harbor", "building"]
+    batch = random_batch(1)
+
+    def predict(model):
+        model.eval()
+        with torch.no_grad():
+            return model(batch)[0]["sem_seg"]
+
+    switched = build_tiny("MODEL.AEROSEG.VOCABULARY", str(six), seed=0)
+    before = predict(switched)
+    results = {}
+    for vocabulary in (other_six, three):
+        switched.set_vocabulary(vocabulary)
+        results[tuple(vocabulary)] = predict(switched)
+    for vocabulary, got in results.items():
+        fresh = build_tiny("MODEL.AEROSEG.VOCABULARY", str(list(vocabulary)), seed=0)
+        assert fresh.vocabulary == list(vocabulary)
+        torch.testing.assert_close(got, predict(fresh), rtol=1e-5, atol=1e-6)
+    assert results[tuple(other_six)].shape == before.shape
+    assert not torch.allclose(results[tuple(other_six)], before, atol=1e-4)  # the names matter
+    assert results[tuple(three)].shape[0] == 3
+
+
+def test_registered_model_and_from_config_build_the_same_weights():
+    """The registry's class and ``from_config`` build identical state dicts, key for key (a
+    ``zip()`` over two state dicts would stop at the shorter one)."""
+    assert META_ARCH_REGISTRY.get("AerOSeg") is AerOSeg
+    cfg = tiny_cfg()
+    states = []
+    for build in (lambda: build_model(cfg), lambda: AerOSeg(**AerOSeg.from_config(cfg))):
+        torch.manual_seed(3)
+        model = build()
+        assert type(model) is AerOSeg
+        states.append(model.state_dict())
+    reference = states[0]
+    assert len(reference) > 100
+    for state in states[1:]:
+        assert list(state) == list(reference)  # same names, same order, none missing or extra
+        for name in reference:
+            assert state[name].shape == reference[name].shape and torch.equal(state[name], reference[name]), name
+
+
+def test_every_head_key_reaches_its_module():
+    """from_config maps each MODEL.AEROSEG key to the right argument. The tiny config gives many
+    keys equal values (heads 2 and 2, guidance dims 16 and 16), so swapped keys would pass
+    unnoticed there; here every key has its own value and each is read back from the module."""
+    model = build_tiny(
+        "MODEL.AEROSEG.FEATURE_DIM", "24", "MODEL.AEROSEG.CORRELATION_KERNEL", "5",
+        "MODEL.AEROSEG.NUM_REFINEMENT_BLOCKS", "1", "MODEL.AEROSEG.SPATIAL_GUIDANCE_DIM", "12",
+        "MODEL.AEROSEG.TEXT_GUIDANCE_DIM", "20", "MODEL.AEROSEG.SPATIAL_NUM_HEADS", "3",
+        "MODEL.AEROSEG.CLASS_NUM_HEADS", "4", "MODEL.AEROSEG.WINDOW_SIZE", "2", "MODEL.AEROSEG.MLP_RATIO", "3.0",
+        "MODEL.AEROSEG.DECODER_DIMS", "[12, 6]", "MODEL.AEROSEG.DECODER_GUIDANCE_DIMS", "[10, 4]",
+        "MODEL.AEROSEG.BACK_PROJECTION_HIDDEN_DIM", "40", "MODEL.AEROSEG.BCE_WEIGHT", "0.7",
+        "MODEL.AEROSEG.SEM_WEIGHT", "0.3", "MODEL.SEM_SEG_HEAD.IGNORE_VALUE", "254")
+    assert model.correlation_embed.conv.out_channels == 24 and model.correlation_embed.conv.kernel_size == (5, 5)
+    assert len(model.refinement) == 1
+    assert model.spatial_guidance_proj[0].out_channels == 12 and model.text_guidance_proj[0].out_features == 20
+    spatial, classes = model.refinement[0].spatial.blocks[0], model.refinement[0].classes
+    assert spatial.attn.num_heads == 3 and spatial.window_size == 2 and spatial.attn.qk.in_features == 24 + 12
+    assert spatial.mlp[0].out_features == 72
+    assert classes.attn.num_heads == 4 and classes.attn.qk.in_features == 24 + 20
+    assert [s.conv2.out_channels for s in model.decoder.stages] == [12, 6]  # stage output width
+    assert [s.guidance_proj[0].out_channels for s in model.decoder.stages] == [10, 4]
+    assert model.back_projection.mlp[0].in_features == 6 * 24 and model.back_projection.mlp[0].out_features == 40
+    assert (model.bce_weight, model.sem_weight, model.ignore_value) == (0.7, 0.3, 254)
