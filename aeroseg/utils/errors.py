@@ -32,7 +32,13 @@ def one_line(text: str, limit: int = 400) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-def describe_exception(exc: BaseException, limit: int = 200) -> str:
-    """``exc`` as one line; its type name when the message is empty (e.g. ``EOFError()``)."""
+def describe_exception(exc: BaseException, limit: int = 200, with_type: bool = False) -> str:
+    """``exc`` as one line; its type name when the message is empty (e.g. ``EOFError()``).
+
+    ``with_type`` puts the type name first (``"UnidentifiedImageError: cannot identify ..."``),
+    for messages about files that a library could not read.
+    """
     text = one_line(exc, limit)
+    if with_type:
+        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return text if text else type(exc).__name__

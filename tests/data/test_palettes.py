@@ -5,7 +5,6 @@ NOT derived from the package's constants: a wrong colour, a swapped pair of clas
 off-by-one label value silently corrupts every number of a paper table, and a test that reads
 the same constant as the code cannot see it.
 """
-import sys
 
 import numpy as np
 import pytest
@@ -15,9 +14,9 @@ from aeroseg.data.dataset_mapper import training_label_map
 from aeroseg.data.datasets import builtin_meta
 from conftest import REPO, require_samples
 
-sys.path.insert(0, str(REPO / "datasets"))
-import _prepare_common as common  # noqa: E402
-import prepare_isaid  # noqa: E402
+from aeroseg.data.prepare import isaid as prepare_isaid
+from aeroseg.data.prepare.errors import PrepareError
+from aeroseg.data.prepare.reading import remap_label_values
 
 # iSAID devkit (CAPTAIN-WHU/iSAID_Devkit @ f2b9197a,
 # preprocess/cityscapesScripts/cityscapesscripts/helpers/labels.py): name, id, trainId, colour of
@@ -111,15 +110,15 @@ def test_real_isaid_mask_uses_only_devkit_colours():
 def test_dlrsd_class_order_and_values():
     assert builtin_meta.DLRSD_CLASSES == [DLRSD_OFFICIAL[v] for v in range(1, 18)]
     raw = np.arange(18, dtype=np.uint8).reshape(3, 6)
-    label = common.remap_label_values(raw, len(builtin_meta.DLRSD_CLASSES), REPO / "x.png")
+    label = remap_label_values(raw, len(builtin_meta.DLRSD_CLASSES), REPO / "x.png")
     assert label.flatten().tolist() == [255] + list(range(17))  # value v -> v - 1, 0 -> ignore
-    with pytest.raises(common.PrepareError, match="18"):
-        common.remap_label_values(np.array([[18]], np.uint8), 17, REPO / "x.png")
+    with pytest.raises(PrepareError, match="18"):
+        remap_label_values(np.array([[18]], np.uint8), 17, REPO / "x.png")
 
 
 def test_oem_class_order_and_values(tmp_path):
     rasterio = pytest.importorskip("rasterio")
-    import prepare_oem
+    from aeroseg.data.prepare import oem as prepare_oem
 
     assert builtin_meta.OEM_CLASSES == [OEM_OFFICIAL[v] for v in range(1, 9)]
     raw = np.arange(9, dtype=np.uint8).reshape(1, 9)
@@ -132,7 +131,7 @@ def test_oem_class_order_and_values(tmp_path):
 
 def test_real_oem_label_values():
     pytest.importorskip("rasterio")
-    import prepare_oem
+    from aeroseg.data.prepare import oem as prepare_oem
 
     path = require_samples("openearthmap", "koeln_50_label.tif")
     label = prepare_oem.read_geotiff_label(path)

@@ -21,19 +21,21 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, require_samples
+from aeroseg.data.datasets import builtin_meta
+from aeroseg.data.prepare import dlrsd as prepare_dlrsd
+from aeroseg.data.prepare import isaid as prepare_isaid
+from aeroseg.data.prepare import oem as prepare_oem
+from aeroseg.data.prepare.errors import PrepareError
+from aeroseg.data.prepare.output import write_png_atomic
+from aeroseg.data.prepare.reading import remap_label_values
+from aeroseg.data.prepare.tiling import tile_origins
 
 DATASETS_DIR = REPO / "datasets"
 
-sys.path.insert(0, str(DATASETS_DIR))
 
-import _prepare_common as common  # noqa: E402
-import prepare_dlrsd  # noqa: E402
-import prepare_isaid  # noqa: E402
-import prepare_oem  # noqa: E402
-
-HARBOR = common.ISAID_PALETTE[common.ISAID_CLASSES.index("harbor")]
-SHIP = common.ISAID_PALETTE[common.ISAID_CLASSES.index("ship")]
-STORAGE_TANK = common.ISAID_PALETTE[common.ISAID_CLASSES.index("storage tank")]
+HARBOR = builtin_meta.ISAID_PALETTE[builtin_meta.ISAID_CLASSES.index("harbor")]
+SHIP = builtin_meta.ISAID_PALETTE[builtin_meta.ISAID_CLASSES.index("ship")]
+STORAGE_TANK = builtin_meta.ISAID_PALETTE[builtin_meta.ISAID_CLASSES.index("storage tank")]
 UNKNOWN_COLOUR = (10, 20, 30)
 
 
@@ -88,14 +90,14 @@ def error_line(captured_err: str) -> str:
     (600, 200, [0, 200, 344]),
 ])
 def test_tile_origins_shift_last_tile_back(length, stride, expected):
-    assert common.tile_origins(length, 256, stride) == expected
+    assert tile_origins(length, 256, stride) == expected
 
 
 def test_remap_label_values():
     raw = np.array([[0, 1, 8]], np.uint8)
-    assert common.remap_label_values(raw, 8, Path("x")).tolist() == [[255, 0, 7]]
-    with pytest.raises(common.PrepareError, match=r"x: unknown label value\(s\) 9, 200"):
-        common.remap_label_values(np.array([[9, 200, 1]], np.uint16), 8, Path("x"))
+    assert remap_label_values(raw, 8, Path("x")).tolist() == [[255, 0, 7]]
+    with pytest.raises(PrepareError, match=r"x: unknown label value\(s\) 9, 200"):
+        remap_label_values(np.array([[9, 200, 1]], np.uint16), 8, Path("x"))
 
 
 def test_write_png_atomic_leaves_nothing_on_failure(tmp_path, monkeypatch):
@@ -105,17 +107,17 @@ def test_write_png_atomic_leaves_nothing_on_failure(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Image.Image, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        common.write_png_atomic(np.zeros((4, 4), np.uint8), tmp_path / "tile.png")
+        write_png_atomic(np.zeros((4, 4), np.uint8), tmp_path / "tile.png")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_class_constants_are_consistent():
-    assert len(common.ISAID_CLASSES) == len(common.ISAID_PALETTE) == 15
-    assert len(set(common.ISAID_PALETTE)) == 15
-    assert len(common.DLRSD_CLASSES) == 17 and len(common.OEM_CLASSES) == 8
-    for classes, unseen in [(common.ISAID_CLASSES, common.ISAID_UNSEEN),
-                            (common.DLRSD_CLASSES, common.DLRSD_UNSEEN),
-                            (common.OEM_CLASSES, common.OEM_UNSEEN)]:
+    assert len(builtin_meta.ISAID_CLASSES) == len(builtin_meta.ISAID_PALETTE) == 15
+    assert len(set(builtin_meta.ISAID_PALETTE)) == 15
+    assert len(builtin_meta.DLRSD_CLASSES) == 17 and len(builtin_meta.OEM_CLASSES) == 8
+    for classes, unseen in [(builtin_meta.ISAID_CLASSES, builtin_meta.ISAID_UNSEEN),
+                            (builtin_meta.DLRSD_CLASSES, builtin_meta.DLRSD_UNSEEN),
+                            (builtin_meta.OEM_CLASSES, builtin_meta.OEM_UNSEEN)]:
         assert set(unseen) < set(classes)
 
 
@@ -153,7 +155,7 @@ def run_isaid(raw, dst, *extra):
 
 
 def test_isaid_colour_mapping_covers_palette():
-    colours = list(common.ISAID_PALETTE) + [(0, 0, 0), (1, 2, 3), (1, 2, 3)]
+    colours = list(builtin_meta.ISAID_PALETTE) + [(0, 0, 0), (1, 2, 3), (1, 2, 3)]
     mask = np.array([colours], np.uint8)
     label, unknown = prepare_isaid.colour_mask_to_index(mask, chunk_rows=1)
     assert label[0].tolist() == list(range(15)) + [255, 255, 255]
@@ -666,7 +668,7 @@ def test_interrupted_prepare_run_is_refused_by_registration_and_rerun_completes(
     assert run_dlrsd(dlrsd_raw, dst) == 130
     assert len(stems(dst / "train" / "images")) == 3 and not (dst / "manifest.json").exists()
     name = f"partial{abs(hash(str(tmp_path))) % 10 ** 8}"
-    register_folder_dataset(name, str(dst), common.DLRSD_CLASSES)
+    register_folder_dataset(name, str(dst), builtin_meta.DLRSD_CLASSES)
     try:
         with pytest.raises(DatasetError, match="incomplete.*re-run"):
             DatasetCatalog.get(f"{name}_train")

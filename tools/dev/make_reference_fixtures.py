@@ -56,15 +56,13 @@ import warnings
 from typing import Callable, Dict
 
 import torch
+from aeroseg.modeling.class_refinement import ClassRefinementBlock
+from aeroseg.modeling.decoder import AttentionAwareUpsampling
+from aeroseg.modeling.refinement import CorrelationRefinementBlock
+from aeroseg.modeling.spatial_refinement import SpatialRefinementBlock
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
 
-from aeroseg.modeling.class_refinement import ClassRefinementBlock  # noqa: E402
-from aeroseg.modeling.decoder import AttentionAwareUpsampling  # noqa: E402
-from aeroseg.modeling.refinement import CorrelationRefinementBlock  # noqa: E402
-from aeroseg.modeling.spatial_refinement import SpatialRefinementBlock  # noqa: E402
 
 # name -> maker(roots, out_dir) -> path written; roots = {"catseg": path, "ovrs": path or None}
 FIXTURE_MAKERS: Dict[str, Callable[[Dict[str, str], str], str]] = {}
