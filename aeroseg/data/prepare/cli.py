@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+from pathlib import Path
 from typing import Callable, Iterable
 
-from .constants import TILE_SIZE
+from .constants import SPLITS, TILE_SIZE
 from .errors import PrepareError
 from .jobs import default_workers
 from .summary import Summary
@@ -89,3 +90,15 @@ def run_cli(body: Callable[[], Summary]) -> int:
         return 130
     print(summary.format())
     return 0
+
+
+def tiled_release_parser(prog: str, description: str, src_help: str, dst_example: str) -> argparse.ArgumentParser:
+    """The command line of a converter that tiles a release with train/ and val/ scenes (iSAID, OEM)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
+    parser.add_argument("--src", type=Path, required=True, help=src_help)
+    parser.add_argument("--dst", type=Path, required=True, help=f"output folder, e.g. {dst_example}")
+    parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS),
+                        help="which splits to convert")
+    add_tiling_arguments(parser)
+    add_common_arguments(parser)
+    return parser

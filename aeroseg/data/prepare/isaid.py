@@ -31,8 +31,8 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from ..datasets.builtin_meta import ISAID_CLASSES, ISAID_PALETTE, ISAID_UNSEEN
-from .cli import HelpFormatter, add_common_arguments, add_tiling_arguments, wrap_list
-from .constants import IGNORE_INDEX, ISAID_BACKGROUND, SPLITS
+from .cli import tiled_release_parser, wrap_list
+from .constants import IGNORE_INDEX, ISAID_BACKGROUND
 from .errors import PrepareError
 from .flow import convert, make_main
 from .output import ImageResult, write_tiles
@@ -209,17 +209,8 @@ def process_image(job: IsaidJob) -> ImageResult:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = argparse.ArgumentParser(prog="prepare_isaid.py", description=DESCRIPTION,
-                                     formatter_class=HelpFormatter)
-    parser.add_argument("--src", type=Path, required=True,
-                        help="iSAID root holding train/ and val/")
-    parser.add_argument("--dst", type=Path, required=True,
-                        help="output folder, e.g. $AEROSEG_DATASETS/isaid")
-    parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS),
-                        help="which splits to convert")
-    add_tiling_arguments(parser)
-    add_common_arguments(parser)
-    return parser
+    return tiled_release_parser("prepare_isaid.py", DESCRIPTION, "iSAID root holding train/ and val/",
+                                "$AEROSEG_DATASETS/isaid")
 
 
 def prepare(args: argparse.Namespace) -> Summary:

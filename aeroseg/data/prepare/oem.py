@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..datasets.builtin_meta import OEM_CLASSES, OEM_UNSEEN
-from .cli import HelpFormatter, add_common_arguments, add_tiling_arguments, wrap_list
+from .cli import tiled_release_parser, wrap_list
 from .constants import SPLITS
 from .errors import PrepareError, describe_input_error
 from .flow import convert, make_main
@@ -210,17 +210,8 @@ def process_image(job: OemJob) -> ImageResult:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = argparse.ArgumentParser(prog="prepare_oem.py", description=DESCRIPTION,
-                                     formatter_class=HelpFormatter)
-    parser.add_argument("--src", type=Path, required=True,
-                        help="OpenEarthMap root (e.g. OpenEarthMap_wo_xBD)")
-    parser.add_argument("--dst", type=Path, required=True,
-                        help="output folder, e.g. $AEROSEG_DATASETS/oem")
-    parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS),
-                        help="which splits to convert")
-    add_tiling_arguments(parser)
-    add_common_arguments(parser)
-    return parser
+    return tiled_release_parser("prepare_oem.py", DESCRIPTION, "OpenEarthMap root (e.g. OpenEarthMap_wo_xBD)",
+                                "$AEROSEG_DATASETS/oem")
 
 
 def prepare(args: argparse.Namespace) -> Summary:
