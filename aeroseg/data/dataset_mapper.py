@@ -19,6 +19,7 @@ from .transforms import (
     ResizeShortestEdge,
     apply_augmentations,
 )
+from .vocabulary import training_vocabulary
 
 __all__ = ["SemSegDatasetMapper", "training_label_map", "read_image", "read_label", "OUT_OF_RANGE_POLICIES"]
 
@@ -112,7 +113,7 @@ class SemSegDatasetMapper:
             for other in names[1:]:
                 if MetadataCatalog.get(other).stuff_classes != meta.stuff_classes:
                     raise DatasetError(f"training datasets {names[0]} and {other} have different classes")
-            label_map = training_label_map(meta.stuff_classes, meta.seen_classes, ignore)
+            label_map = training_label_map(meta.stuff_classes, training_vocabulary(names), ignore)
             augs.append(ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN,
                                            cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING))
             if cfg.INPUT.CROP.ENABLED:

@@ -18,7 +18,6 @@ what decides the numbers, so that they cannot drift apart:
 """
 import inspect
 import logging
-import os
 import time
 from collections import OrderedDict
 
@@ -31,6 +30,7 @@ from detectron2.utils.logger import setup_logger as d2_setup_logger
 from ..checkpoint import AerOSegCheckpointer
 from ..data import MetadataCatalog, build_test_loader, build_train_loader
 from ..evaluation import build_evaluator, inference_on_dataset
+from ..evaluation.sem_seg_evaluation import inference_dir
 from ..solver import build_lr_scheduler, build_optimizer
 from ..utils.errors import ConfigError
 from .defaults import rng_state
@@ -147,7 +147,7 @@ class Detectron2Trainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        output_folder = output_folder or inference_dir(cfg.OUTPUT_DIR, dataset_name)
         return build_evaluator(cfg, dataset_name, output_folder)
 
     @classmethod

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from aeroseg.evaluation.paper_tables import DATASETS, TABLES, TEST_SETS, Table, config_id
+from aeroseg.evaluation.sem_seg_evaluation import results_path
 from aeroseg.model_zoo import get_config_file
 from aeroseg.utils.io import write_text_atomic
 
@@ -35,7 +36,7 @@ MISSING = "missing"
 
 # ----------------------------------------------------------------------------- results
 def results_file(results_dir: Path, config: str, dataset: str) -> Path:
-    return results_dir / config_id(config) / "inference" / TEST_SETS[dataset] / "sem_seg_results.json"
+    return Path(results_path(results_dir / config_id(config), TEST_SETS[dataset]))
 
 
 def read_metrics(results_dir: Path, config: str, dataset: str) -> Optional[Dict[str, float]]:

@@ -20,6 +20,7 @@ from aeroseg.config import get_cfg
 from aeroseg.data import check_datasets, register_datasets_from_config
 from aeroseg.engine import Trainer, default_argument_parser, default_setup, launch
 from aeroseg.modeling import build_model
+from aeroseg.modeling.meta_arch import TRAINING_ONLY_PREFIXES
 from aeroseg.utils import comm
 from aeroseg.utils.detectron2_compat import detectron2_available
 from aeroseg.engine.output_lock import release_output_dir_lock
@@ -81,9 +82,8 @@ def _main(args):
             logger.warning("--eval-only without MODEL.WEIGHTS: evaluating the model as built (pretrained "
                            "parts only, the rest randomly initialised)")
         model = build_model(cfg)
-        # A model trained with another number of training classes evaluates fine: the
-        # back-projection only serves the training loss.
-        AerOSegCheckpointer(model, cfg.OUTPUT_DIR, ignore_prefixes=("back_projection.",)).resume_or_load(
+        # A model trained with another number of training classes evaluates fine.
+        AerOSegCheckpointer(model, cfg.OUTPUT_DIR, ignore_prefixes=TRAINING_ONLY_PREFIXES).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume)
         return TrainerClass.test(cfg, model)
 

@@ -187,10 +187,9 @@ class Trainer:
 
     def missing_results(self):
         """Names of ``DATASETS.TEST`` without ``OUTPUT_DIR/inference/<name>/sem_seg_results.json``."""
-        from ..evaluation.sem_seg_evaluation import RESULTS_FILE
+        from ..evaluation.sem_seg_evaluation import results_path
 
-        return [name for name in self.cfg.DATASETS.TEST
-                if not os.path.isfile(os.path.join(self.cfg.OUTPUT_DIR, "inference", name, RESULTS_FILE))]
+        return [name for name in self.cfg.DATASETS.TEST if not os.path.isfile(results_path(self.cfg.OUTPUT_DIR, name))]
 
     def _count_data_problems(self, batch, iteration: int) -> None:
         for item in batch:
@@ -234,6 +233,7 @@ class Trainer:
         (as detectron2). The model's vocabulary is restored afterwards.
         """
         from ..evaluation import build_evaluator, inference_on_dataset
+        from ..evaluation.sem_seg_evaluation import inference_dir
 
         results = OrderedDict()
         vocabulary = model.vocabulary
@@ -241,7 +241,7 @@ class Trainer:
             meta = MetadataCatalog.get(name)
             model.set_vocabulary(meta.stuff_classes)
             evaluator = (evaluators[i] if evaluators else
-                         build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference", name)))
+                         build_evaluator(cfg, name, inference_dir(cfg.OUTPUT_DIR, name)))
             results[name] = inference_on_dataset(model, build_test_loader(cfg, name), evaluator)
             if comm.is_main_process() and results[name]:
                 m = results[name]["sem_seg"]

@@ -34,6 +34,9 @@ from ..utils.io import write_text_atomic
 from .evaluator import DatasetEvaluator
 
 __all__ = [
+    "RESULTS_FILE",
+    "inference_dir",
+    "results_path",
     "EVALUATOR_TYPE",
     "EvaluationError",
     "OpenVocabSemSegEvaluator",
@@ -45,6 +48,16 @@ logger = logging.getLogger(__name__)
 
 EVALUATOR_TYPE = "sem_seg_open_vocab"
 RESULTS_FILE = "sem_seg_results.json"
+
+
+def inference_dir(output_dir, dataset_name: str) -> str:
+    """Where a run's evaluation of ``dataset_name`` writes its files: ``<output_dir>/inference/<name>``."""
+    return os.path.join(output_dir, "inference", dataset_name)
+
+
+def results_path(output_dir, dataset_name: str) -> str:
+    """``<output_dir>/inference/<name>/sem_seg_results.json``: the results file of one evaluation."""
+    return os.path.join(inference_dir(output_dir, dataset_name), RESULTS_FILE)
 
 
 class EvaluationError(AerOSegError, ValueError):

@@ -92,6 +92,7 @@ class SlidingWindowPredictor:
         from ..checkpoint import AerOSegCheckpointer
         from ..config import get_cfg
         from ..modeling import build_model
+        from ..modeling.meta_arch import TRAINING_ONLY_PREFIXES
 
         cfg = get_cfg()
         cfg.merge_from_file(config_file)
@@ -104,8 +105,7 @@ class SlidingWindowPredictor:
             logging.getLogger(__name__).warning("no weights (MODEL.WEIGHTS is empty): segmenting with the "
                                                 "config's initial weights")
         else:
-            # the back-projection only serves the training loss of the training vocabulary
-            AerOSegCheckpointer(model, ignore_prefixes=("back_projection.",)).load(weights, checkpointables=[])
+            AerOSegCheckpointer(model, ignore_prefixes=TRAINING_ONLY_PREFIXES).load(weights, checkpointables=[])
         # windows of the training crop (absolute sizes), else of the test size
         crop = [float(v) for v in cfg.INPUT.CROP.SIZE]
         kwargs.setdefault("tile", int(max(crop)) if cfg.INPUT.CROP.ENABLED and min(crop) > 1 else

@@ -17,7 +17,13 @@ from .guidance import SAM2GuidanceEncoder, SAMGuidanceEncoder, build_guidance_en
 from .losses import segmentation_bce_loss, semantic_back_projection_loss
 from .refinement import CorrelationRefinementBlock
 
-__all__ = ["AerOSeg"]
+__all__ = ["AerOSeg", "TRAINING_ONLY_PREFIXES"]
+
+# Weights that serve the training loss only: the back-projection concatenates the training
+# classes (Eq. 7), so its size follows the training vocabulary while inference works with any.
+# Loading a checkpoint for evaluation or prediction may skip them (a model built for another
+# vocabulary size still loads).
+TRAINING_ONLY_PREFIXES = ("back_projection.",)
 
 logger = logging.getLogger(__name__)
 
@@ -293,10 +299,6 @@ class AerOSeg(nn.Module):
 
 def _initial_vocabulary(cfg) -> List[str]:
     """The seen classes of the first training dataset, else MODEL.AEROSEG.VOCABULARY."""
-    if cfg.DATASETS.TRAIN:
-        from ..data import MetadataCatalog  # imported here: modeling does not depend on data otherwise
+    from ..data.vocabulary import training_vocabulary  # here: modeling does not depend on data otherwise
 
-        seen = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("seen_classes")
-        if seen:
-            return list(seen)
-    return list(cfg.MODEL.AEROSEG.VOCABULARY)
+    return training_vocabulary(cfg.DATASETS.TRAIN) or list(cfg.MODEL.AEROSEG.VOCABULARY)

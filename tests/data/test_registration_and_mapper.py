@@ -306,3 +306,20 @@ def test_training_labels_are_the_raw_labels_with_unseen_classes_hidden(tmp_path)
         for split in (train, val):
             DatasetCatalog.remove(split)
             MetadataCatalog.remove(split)
+
+
+def test_mapper_and_model_share_one_training_vocabulary(custom_dataset):
+    """The label renumbering of the mapper and the model's vocabulary come from one function."""
+    from aeroseg.data.vocabulary import training_vocabulary
+    from aeroseg.modeling import build_model
+
+    name, _ = custom_dataset
+    train = f"{name}_train"
+    assert training_vocabulary([train]) == ["road", "tree", "car"]  # seen classes, dataset order
+    assert training_vocabulary([]) is None
+    cfg = tiny_cfg("DATASETS.TRAIN", f"('{train}',)", "DATASETS.TEST", "()")
+    assert build_model(cfg).vocabulary == ["road", "tree", "car"]
+    sample = SemSegDatasetMapper(cfg, is_train=True)(DatasetCatalog.get(train)[0])
+    values = set(sample["sem_seg"].unique().tolist())
+    # road 0 -> 0, tree 1 -> 1, water (unseen) -> 255, car 3 -> 2: indices into the vocabulary
+    assert values <= {0, 1, 2, 255} and 2 in values
