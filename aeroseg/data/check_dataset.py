@@ -27,6 +27,7 @@ from aeroseg.data.datasets import BUILTIN_DATASETS, datasets_root
 from aeroseg.data.datasets.manifest import IN_PROGRESS_NAME, MANIFEST_NAME, read_manifest
 from aeroseg.data.datasets.sem_seg_folder import IMAGE_EXTENSIONS, SPLITS
 from aeroseg.utils.errors import AerOSegError
+from aeroseg.utils.labels import invalid_label_mask
 
 IGNORE = 255
 Image.MAX_IMAGE_PIXELS = None  # the user's own files
@@ -154,7 +155,8 @@ def audit(root: str, splits: Optional[List[str]], classes: Optional[List[str]], 
             values = np.bincount(label.ravel().astype(np.int64), minlength=hist.size)
             hist += values[:hist.size]
             if num_classes is not None:
-                bad = [v for v in np.flatnonzero(values) if v >= num_classes and v != IGNORE]
+                present = np.flatnonzero(values)
+                bad = present[invalid_label_mask(present, num_classes, IGNORE)].tolist()
                 for v in bad:
                     bad_values[int(v)] += int(values[v])
                 if bad:

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from ..config.configurable import configurable
+from ..utils.labels import invalid_label_mask
 from .catalog import MetadataCatalog
 from .datasets.sem_seg_folder import DatasetError
 from .transforms import (
@@ -139,7 +140,7 @@ class SemSegDatasetMapper:
         """``(label, number of out-of-range pixels)``; raises under the "error" policy."""
         if self.num_classes is None:
             return label, 0
-        out_of_range = (label >= self.num_classes) & (label != self.ignore_label)
+        out_of_range = invalid_label_mask(label, self.num_classes, self.ignore_label)
         count = int(out_of_range.sum())
         if not count:
             return label, 0

@@ -4,6 +4,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..utils.labels import invalid_label_mask
+
 __all__ = ["segmentation_bce_loss", "semantic_back_projection_loss"]
 
 
@@ -32,8 +34,9 @@ def segmentation_bce_loss(
         if tuple(logit.shape[-2:]) != tuple(target.shape[-2:]):
             logit = F.interpolate(logit[None], size=target.shape[-2:], mode="bilinear", align_corners=False)[0]
         valid = target != ignore_value
-        if bool(((target < 0) | (target >= num_classes))[valid].any()):
-            bad = int(target[valid & ((target < 0) | (target >= num_classes))][0])
+        invalid = invalid_label_mask(target, num_classes, ignore_value)
+        if bool(invalid.any()):
+            bad = int(target[invalid][0])
             raise ValueError(f"label value {bad} is outside the vocabulary of {num_classes} classes "
                              f"(and is not the ignore value {ignore_value})")
         pixel_logits = logit.permute(1, 2, 0)  # (H, W, T)
