@@ -155,7 +155,7 @@ def main(argv=None) -> int:
         if not os.path.isfile(args.config_file):
             raise PredictError(f"config file {args.config_file} does not exist")
         try:
-            predictor = SlidingWindowPredictor.from_config(
+            predictor = SlidingWindowPredictor.from_config_file(
                 args.config_file, opts=args.opts or [], overlap=args.overlap, batch_size=args.batch_size,
                 blend=args.blend, **({"tile": args.tile} if args.tile else {}))
         except (KeyError, AssertionError) as exc:  # unknown key / odd override list from the config system

@@ -69,7 +69,7 @@ class SlidingWindowPredictor:
 
     Example::
 
-        predictor = SlidingWindowPredictor.from_config("configs/demo/tiny_cpu.yaml",
+        predictor = SlidingWindowPredictor.from_config_file("configs/demo/tiny_cpu.yaml",
                                                        "output/tiny_cpu/model_final.pth")
         scores = predictor(image, classes=["building", "road|street", "tree"])  # (3, H, W) -> (3, H, W)
     """
@@ -87,7 +87,7 @@ class SlidingWindowPredictor:
         self.cfg = None  # the merged config when built by from_config
 
     @classmethod
-    def from_config(cls, config_file: str, weights: str = "", opts: Sequence[str] = (), **kwargs):
+    def from_config_file(cls, config_file: str, weights: str = "", opts: Sequence[str] = (), **kwargs):
         """Build the model of ``config_file`` (with ``opts`` overrides), load ``weights``, wrap it."""
         from ..checkpoint import AerOSegCheckpointer
         from ..config import get_cfg

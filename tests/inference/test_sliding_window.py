@@ -218,7 +218,7 @@ def test_from_config_loads_the_weights_and_uses_the_training_crop(tmp_path):
     path = tmp_path / "model_final.pth"
     torch.save({"model": trained.state_dict()}, path)
     opts = ["DATASETS.TRAIN", "()", "DATASETS.TEST", "()"]
-    predictor = SlidingWindowPredictor.from_config(str(TINY_CONFIG), str(path), opts=opts)
+    predictor = SlidingWindowPredictor.from_config_file(str(TINY_CONFIG), str(path), opts=opts)
     assert predictor.tile == 64  # INPUT.CROP.SIZE of the tiny config
     for name, value in trained.state_dict().items():
         torch.testing.assert_close(predictor.model.state_dict()[name], value, msg=name)

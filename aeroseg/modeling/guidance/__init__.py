@@ -25,13 +25,13 @@ GUIDANCE_ENCODER_REGISTRY.__doc__ = "Guidance encoders, selected by MODEL.GUIDAN
 @GUIDANCE_ENCODER_REGISTRY.register()
 def SAM(cfg, clip_backbone):  # noqa: N802
     """SAM image encoder (paper)."""
-    return SAMGuidanceEncoder.from_config(cfg)
+    return SAMGuidanceEncoder.build_from_config(cfg)
 
 
 @GUIDANCE_ENCODER_REGISTRY.register()
 def SAM2(cfg, clip_backbone):  # noqa: N802
     """SAM 2 / SAM 2.1 Hiera trunk (Table 6); needs the optional sam2 package."""
-    return SAM2GuidanceEncoder.from_config(cfg)
+    return SAM2GuidanceEncoder.build_from_config(cfg)
 
 
 @GUIDANCE_ENCODER_REGISTRY.register()

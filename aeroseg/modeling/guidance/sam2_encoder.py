@@ -213,7 +213,8 @@ class SAM2GuidanceEncoder(ImageGuidanceEncoder):
         return {"taps": taps, "target": taps[-1]}
 
     @classmethod
-    def from_config(cls, cfg) -> "SAM2GuidanceEncoder":
+    def build_from_config(cls, cfg) -> "SAM2GuidanceEncoder":
+        """The trunk ``cfg.MODEL.SAM2`` describes, with its checkpoint loaded (an instance)."""
         s = cfg.MODEL.SAM2
         overrides = {k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(s.ARCH_OVERRIDES).items()}
         guidance = cls(

@@ -219,7 +219,9 @@ class SAMGuidanceEncoder(ImageGuidanceEncoder):
         return {"taps": taps, "target": taps[-1]}
 
     @classmethod
-    def from_config(cls, cfg) -> "SAMGuidanceEncoder":
+    def build_from_config(cls, cfg) -> "SAMGuidanceEncoder":
+        """The encoder ``cfg.MODEL.SAM`` describes, with its checkpoint loaded (an instance, not
+        constructor arguments: detectron2's ``from_config`` name is kept for those)."""
         s = cfg.MODEL.SAM
         overrides = {k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(s.ARCH_OVERRIDES).items()}
         guidance = cls(
