@@ -70,12 +70,14 @@ def build_model(cfg) -> torch.nn.Module:
     With ``MODEL.COMPILE`` its blocks are compiled (:func:`compile_blocks`).
     """
     name = cfg.MODEL.META_ARCHITECTURE
+    if name == "GeneralizedRCNN":
+        # detectron2's default: the config did not inherit AerOSeg's values (with detectron2
+        # installed it is registered, and would silently build a Faster R-CNN)
+        raise ConfigError("MODEL.META_ARCHITECTURE='GeneralizedRCNN' is detectron2's default, not set by the "
+                          "config: start it with _BASE_: pointing at configs/Base-AerOSeg.yaml")
     if name not in META_ARCH_REGISTRY:
-        # detectron2's default (GeneralizedRCNN) means the config did not inherit AerOSeg's values
-        hint = ("; the config does not set it: start it with _BASE_: pointing at configs/Base-AerOSeg.yaml"
-                if name == "GeneralizedRCNN" else "")
         raise ConfigError(f"MODEL.META_ARCHITECTURE={name!r} is not registered (known: "
-                          f"{sorted(k for k, _ in META_ARCH_REGISTRY)}){hint}")
+                          f"{sorted(k for k, _ in META_ARCH_REGISTRY)})")
     device = torch.device(cfg.MODEL.DEVICE)
     on_meta = torch.get_default_device().type == "meta"
     if device.type == "cuda" and not on_meta and not torch.cuda.is_available():

@@ -130,6 +130,6 @@ def test_a_config_without_base_aeroseg_is_told_to_inherit_it(tmp_path):
     own.write_text("MODEL:\n  DEVICE: cpu\nSOLVER:\n  MAX_ITER: 10\n")  # forgot _BASE_
     cfg = get_cfg()
     cfg.merge_from_file(str(own))
-    with pytest.raises(ConfigError, match=r"'GeneralizedRCNN' is not registered .*_BASE_: pointing at "
-                                          r"configs/Base-AerOSeg.yaml"):
+    with pytest.raises(ConfigError, match=r"'GeneralizedRCNN' is detectron2's default, not set by the config: "
+                                          r"start it with _BASE_: pointing at configs/Base-AerOSeg.yaml"):
         build_model(cfg)
