@@ -4,11 +4,11 @@ The two engines are interchangeable: the same config gives the same weights on e
 detectron2 contributes its loop, hook system, event storage and writers; AerOSeg contributes
 what decides the numbers, so that they cannot drift apart:
 
-* the training step is the own engine's (:meth:`aeroseg.engine.Trainer.run_step`): bf16 autocast
+* the training step is the one both engines run (:class:`aeroseg.engine.train_step.TrainingStep`): bf16 autocast
   where supported (CPU included; fp16 + gradient scaler only on GPUs without bf16) instead of
   detectron2's fp16 ``AMPTrainer``, and ``SOLVER.CLIP_GRADIENTS`` with the same modes;
-* DDP is created with the own engine's arguments (detectron2's ``create_ddp_model`` would pass a
-  GPU index to a CPU model);
+* DDP is created by the same builder as the own engine's (``build_ddp_model``; detectron2's
+  ``create_ddp_model`` would pass a GPU index to a CPU model);
 * checkpoints are the own engine's files, written at the same iterations, with the data position
   and the RNG states, and ``--resume`` continues either engine's checkpoint exactly (the training
   loader restarts at ``iteration x IMS_PER_BATCH``) or refuses with a one-line error;
@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict
 
 import torch
-from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, hooks
+from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.evaluation import DatasetEvaluator, print_csv_format
 from detectron2.utils import comm as d2_comm
 from detectron2.utils.logger import setup_logger as d2_setup_logger
@@ -34,7 +34,8 @@ from ..evaluation.sem_seg_evaluation import inference_dir
 from ..solver import build_lr_scheduler, build_optimizer
 from ..utils.errors import ConfigError
 from .defaults import rng_state
-from .trainer import Trainer, amp_dtype
+from .resume import resume_or_load
+from .train_step import TrainingStep, build_ddp_model
 
 __all__ = ["Detectron2Trainer"]
 
@@ -42,31 +43,20 @@ logger = logging.getLogger("aeroseg")
 
 
 class _AerOSegStep(SimpleTrainer):
-    """detectron2's ``SimpleTrainer`` whose step is the own engine's ``Trainer.run_step``.
-
-    It holds the attributes that step reads (``cfg``, ``ddp_model``, ``device``, ``amp_enabled``,
-    ``amp_dtype``, ``grad_scaler``, ``optimizer``), so both engines compute every update with one
-    piece of code; detectron2's metric gathering and event storage are kept.
-    """
-
-    _clip_gradients = Trainer._clip_gradients
+    """detectron2's ``SimpleTrainer`` (the loop's data iterator, metric gathering and event storage)
+    whose update is :class:`~aeroseg.engine.train_step.TrainingStep`, the one both engines run."""
 
     def __init__(self, cfg, model, data_loader, optimizer):
         super().__init__(model, data_loader, optimizer)
-        self.cfg = cfg
-        self.ddp_model = model
-        self.device = getattr(model, "module", model).device
-        self.amp_enabled = bool(cfg.SOLVER.AMP.ENABLED)
-        self.amp_dtype = amp_dtype(self.device)
-        self.grad_scaler = torch.amp.GradScaler(
-            self.device.type, enabled=self.amp_enabled and self.amp_dtype == torch.float16)
+        device = getattr(model, "module", model).device
+        self.step = TrainingStep(**TrainingStep.from_config(cfg, model, optimizer, device))
 
     def run_step(self):
         assert self.model.training, "[AerOSeg step] the model was switched to eval mode"
         start = time.perf_counter()
         batch = next(self._data_loader_iter)
         data_time = time.perf_counter() - start
-        losses = Trainer.run_step(self, batch)  # already averaged over processes
+        losses = self.step(batch)  # already averaged over processes
         self._write_metrics({k: torch.tensor(v) for k, v in losses.items() if k != "total_loss"}, data_time)
 
 
@@ -99,17 +89,12 @@ class Detectron2Trainer(DefaultTrainer):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        device = model.device
-        model = create_ddp_model(
-            model,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=cfg.MODEL.CLIP.FINETUNE == "full",  # as the own engine
-        )
+        model = build_ddp_model(model, cfg)  # the own engine's DDP (create_ddp_model would pass a GPU index)
         self._trainer = _AerOSegStep(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         checkpointables = {"optimizer": optimizer, "scheduler": self.scheduler}
-        if self._trainer.grad_scaler.is_enabled():
-            checkpointables["grad_scaler"] = self._trainer.grad_scaler
+        if self._trainer.step.grad_scaler.is_enabled():
+            checkpointables["grad_scaler"] = self._trainer.step.grad_scaler
         self.checkpointer = AerOSegCheckpointer(model, cfg.OUTPUT_DIR, **checkpointables)
         self.checkpointer.save_to_disk = d2_comm.is_main_process()
         self.start_iter = 0
@@ -121,7 +106,7 @@ class Detectron2Trainer(DefaultTrainer):
     def resume_or_load(self, resume: bool = True) -> None:
         """The own engine's resume (same files, same checks, RNG restored), then the training
         loader is rebuilt to continue at the checkpoint's data position."""
-        Trainer.resume_or_load(self, resume)
+        self.start_iter = resume_or_load(self.checkpointer, self.cfg, resume)
         if self.start_iter > 0:
             builder = type(self).build_train_loader
             if "start_iter" not in inspect.signature(builder).parameters:
@@ -174,16 +159,11 @@ class Detectron2Trainer(DefaultTrainer):
         if evaluators is not None and len(evaluators) != len(cfg.DATASETS.TEST):
             raise ValueError(f"{len(evaluators)} evaluators for {len(cfg.DATASETS.TEST)} datasets in DATASETS.TEST")
         results = OrderedDict()
-        vocabulary = model.vocabulary
-        try:
-            for idx, name in enumerate(cfg.DATASETS.TEST):
-                model.set_vocabulary(MetadataCatalog.get(name).stuff_classes)
-                evaluator = evaluators[idx] if evaluators is not None else cls.build_evaluator(cfg, name)
+        for idx, name in enumerate(cfg.DATASETS.TEST):
+            evaluator = evaluators[idx] if evaluators is not None else cls.build_evaluator(cfg, name)
+            with model.vocabulary_as(MetadataCatalog.get(name).stuff_classes):
                 results[name] = inference_on_dataset(model, cls.build_test_loader(cfg, name), evaluator)
-                if d2_comm.is_main_process() and results[name]:
-                    logger.info("Evaluation results for %s in csv format:", name)
-                    print_csv_format(results[name])
-        finally:
-            if vocabulary:
-                model.set_vocabulary(vocabulary)
+            if d2_comm.is_main_process() and results[name]:
+                logger.info("Evaluation results for %s in csv format:", name)
+                print_csv_format(results[name])
         return results[next(iter(results))] if len(results) == 1 else results

@@ -7,13 +7,18 @@ iteration gives the data position (the sampler restarts at ``iteration x IMS_PER
 written by plain detectron2, whose ``DefaultTrainer`` nests the optimizer under "trainer") would
 silently restart the optimizer, the schedule or the data stream, so it is refused instead.
 """
+import logging
+import os
 from typing import Iterable
 
 import torch
 
+from ..utils import comm
 from ..utils.errors import CheckpointError
 
-__all__ = ["check_resumable"]
+__all__ = ["check_resumable", "resume_or_load"]
+
+logger = logging.getLogger("aeroseg")
 
 
 def _top_level_keys(path: str) -> list:
@@ -45,3 +50,34 @@ def check_resumable(path: str, checkpointables: Iterable[str]) -> None:
         raise CheckpointError(
             f"--resume: checkpoint {path} has no {', '.join(repr(k) for k in missing)} (it holds "
             f"{', '.join(repr(k) for k in keys) or 'nothing'}), so the run cannot continue exactly; {hint}")
+
+
+def resume_or_load(checkpointer, cfg, resume: bool) -> int:
+    """What both engines do before training; returns the iteration to start at.
+
+    ``resume`` and a checkpoint in ``OUTPUT_DIR`` (``last_checkpoint``, or the newest complete
+    one): check that it holds a whole training state, restore it (model, optimizer, scheduler,
+    [grad scaler], RNG) and continue after its iteration. Otherwise start at 0, loading only the
+    model from ``MODEL.WEIGHTS`` if set (and warn that existing checkpoints will be replaced).
+    """
+    from ..checkpoint import AerOSegCheckpointer
+    from .defaults import set_rng_state
+
+    if resume and checkpointer.has_checkpoint():
+        path = checkpointer.get_checkpoint_file()
+        check_resumable(path, checkpointer.checkpointables)  # refuse rather than restart silently
+        extra = checkpointer.load(path)
+        start_iter = int(extra.get("iteration", -1)) + 1
+        if "rng" in extra:
+            set_rng_state(extra["rng"])
+        logger.info("Resumed from %s at iteration %d", path, start_iter)
+        return start_iter
+    existing = checkpointer.checkpoint_files()
+    if existing and comm.is_main_process():
+        logger.warning("%s already holds %d checkpoint(s) (e.g. %s): this new run from iteration 0 "
+                       "replaces them as it saves (use --resume to continue instead)",
+                       cfg.OUTPUT_DIR, len(existing), os.path.basename(existing[0]))
+    if cfg.MODEL.WEIGHTS:
+        AerOSegCheckpointer(checkpointer.model).load(cfg.MODEL.WEIGHTS, checkpointables=[])
+        logger.info("Loaded model weights from %s", cfg.MODEL.WEIGHTS)
+    return 0

@@ -9,31 +9,23 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from contextlib import nullcontext
 from typing import Dict, List
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import AerOSegCheckpointer
 from ..data import MetadataCatalog, build_test_loader, build_train_loader, check_datasets
 from ..modeling import build_model
 from ..solver import build_lr_scheduler, build_optimizer
 from ..utils import comm, cpu_info
-from .defaults import rng_state, set_rng_state
+from .defaults import rng_state
 from .metrics import MetricsWriter
-from .resume import check_resumable
+from .resume import resume_or_load
+from .train_step import TrainingStep, build_ddp_model
 
-__all__ = ["Trainer", "amp_dtype", "flatten_results"]
+__all__ = ["Trainer", "flatten_results"]
 
 logger = logging.getLogger("aeroseg")
-
-
-def amp_dtype(device: torch.device) -> torch.dtype:
-    """bf16 where supported (CPU, Ampere+ GPUs), else fp16 (then with a gradient scaler)."""
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
 
 
 def flatten_results(results: Dict) -> Dict[str, float]:
@@ -58,21 +50,12 @@ class Trainer:
         self.optimizer = build_optimizer(cfg, self.model)
         self.scheduler = build_lr_scheduler(cfg, self.optimizer)
         self.device = self.model.device
-        self.amp_enabled = bool(cfg.SOLVER.AMP.ENABLED)
-        self.amp_dtype = amp_dtype(self.device)
-        self.grad_scaler = torch.amp.GradScaler(
-            self.device.type, enabled=self.amp_enabled and self.amp_dtype == torch.float16)
-        if self.amp_enabled and self.device.type == "cpu" and not cpu_info.has_native_bf16():
+        self.ddp_model = build_ddp_model(self.model, cfg)
+        self.step = TrainingStep(**TrainingStep.from_config(cfg, self.ddp_model, self.optimizer, self.device))
+        if self.step.amp and self.device.type == "cpu" and not cpu_info.has_native_bf16():
             logger.warning("SOLVER.AMP.ENABLED on a CPU without AVX512-BF16/AMX: bf16 is emulated and "
                            "measured 4-85x slower than fp32 (docs/PERFORMANCE.md); SOLVER.AMP.ENABLED False "
                            "trains faster here")
-        self.ddp_model = self.model
-        if comm.get_world_size() > 1:
-            self.ddp_model = DistributedDataParallel(
-                self.model,
-                device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=cfg.MODEL.CLIP.FINETUNE == "full",  # logit_scale etc. get no gradient
-            )
         checkpointables = {"optimizer": self.optimizer, "scheduler": self.scheduler}
         if self.grad_scaler.is_enabled():
             checkpointables["grad_scaler"] = self.grad_scaler
@@ -88,66 +71,20 @@ class Trainer:
     def resume_or_load(self, resume: bool = True) -> None:
         """``resume`` and ``OUTPUT_DIR/last_checkpoint`` exists: continue it (model, optimizer,
         scheduler, iteration, RNG). Otherwise load only the model from ``MODEL.WEIGHTS`` (if set)."""
-        if resume and self.checkpointer.has_checkpoint():  # last_checkpoint, or the newest complete one
-            path = self.checkpointer.get_checkpoint_file()
-            check_resumable(path, self.checkpointer.checkpointables)  # refuse rather than restart silently
-            extra = self.checkpointer.load(path)
-            self.start_iter = int(extra.get("iteration", -1)) + 1
-            if "rng" in extra:
-                set_rng_state(extra["rng"])
-            logger.info("Resumed from %s at iteration %d", path, self.start_iter)
-        else:
-            existing = self.checkpointer.checkpoint_files()
-            if existing and comm.is_main_process():
-                logger.warning("%s already holds %d checkpoint(s) (e.g. %s): this new run from iteration 0 "
-                               "replaces them as it saves (use --resume to continue instead)",
-                               self.cfg.OUTPUT_DIR, len(existing), os.path.basename(existing[0]))
-            if self.cfg.MODEL.WEIGHTS:
-                AerOSegCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS, checkpointables=[])
-                logger.info("Loaded model weights from %s", self.cfg.MODEL.WEIGHTS)
+        self.start_iter = resume_or_load(self.checkpointer, self.cfg, resume)
 
     def _save(self, name: str, iteration: int) -> None:
         self.checkpointer.save(name, iteration=iteration, rng=rng_state())
 
     # ------------------------------------------------------------------ training
-    def _clip_gradients(self) -> None:
-        c = self.cfg.SOLVER.CLIP_GRADIENTS
-        if not c.ENABLED:
-            return
-        if self.grad_scaler.is_enabled():
-            self.grad_scaler.unscale_(self.optimizer)
-        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if c.CLIP_TYPE == "value":
-            torch.nn.utils.clip_grad_value_(params, c.CLIP_VALUE)
-        elif c.CLIP_TYPE == "norm":  # detectron2: the norm of each parameter separately
-            for p in params:
-                torch.nn.utils.clip_grad_norm_([p], c.CLIP_VALUE, c.NORM_TYPE)
-        elif c.CLIP_TYPE == "full_model":  # one norm over all parameters (Mask2Former / CAT-Seg)
-            torch.nn.utils.clip_grad_norm_(params, c.CLIP_VALUE, c.NORM_TYPE)
-        else:
-            from ..utils.errors import ConfigError
-
-            raise ConfigError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE={c.CLIP_TYPE!r}: expected value, norm or full_model")
+    @property
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """The step's GradScaler (enabled for fp16 AMP only; checkpointed then)."""
+        return self.step.grad_scaler
 
     def run_step(self, batch) -> Dict[str, float]:
-        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_enabled else nullcontext())
-        with autocast:
-            losses = self.ddp_model(batch)
-        total = sum(losses.values())
-        if not torch.isfinite(total):
-            raise FloatingPointError(
-                f"the training loss became {total.item()} ({ {k: v.item() for k, v in losses.items()} }); "
-                f"lower SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS")
-        self.optimizer.zero_grad(set_to_none=True)
-        self.grad_scaler.scale(total).backward()
-        self._clip_gradients()
-        self.grad_scaler.step(self.optimizer)
-        self.grad_scaler.update()
-        values = torch.stack([v.detach().float() for v in losses.values()] + [total.detach().float()])
-        if comm.get_world_size() > 1:
-            torch.distributed.all_reduce(values)
-            values /= comm.get_world_size()
-        return dict(zip(list(losses) + ["total_loss"], values.tolist()))
+        """One update (:class:`~aeroseg.engine.train_step.TrainingStep`); the losses averaged over processes."""
+        return self.step(batch)
 
     def train(self) -> Dict:
         """Run iterations ``start_iter .. MAX_ITER-1``; returns the last evaluation results."""
@@ -236,17 +173,13 @@ class Trainer:
         from ..evaluation.sem_seg_evaluation import inference_dir
 
         results = OrderedDict()
-        vocabulary = model.vocabulary
         for i, name in enumerate(cfg.DATASETS.TEST):
-            meta = MetadataCatalog.get(name)
-            model.set_vocabulary(meta.stuff_classes)
             evaluator = (evaluators[i] if evaluators else
                          build_evaluator(cfg, name, inference_dir(cfg.OUTPUT_DIR, name)))
-            results[name] = inference_on_dataset(model, build_test_loader(cfg, name), evaluator)
+            with model.vocabulary_as(MetadataCatalog.get(name).stuff_classes):
+                results[name] = inference_on_dataset(model, build_test_loader(cfg, name), evaluator)
             if comm.is_main_process() and results[name]:
                 m = results[name]["sem_seg"]
                 logger.info("%s: s-mIoU %.2f  u-mIoU %.2f  h-mIoU %.2f  mIoU %.2f", name,
                             m["s-mIoU"], m["u-mIoU"], m["h-mIoU"], m["mIoU"])
-        if vocabulary:
-            model.set_vocabulary(vocabulary)
         return results[next(iter(results))] if len(results) == 1 else results

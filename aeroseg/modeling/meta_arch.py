@@ -1,5 +1,6 @@
 """The AerOSeg meta-architecture (paper Fig. 2): CLIP + guidance encoder + correlation head."""
 import logging
+from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -209,6 +210,21 @@ class AerOSeg(nn.Module):
         if names != self._vocabulary:
             self._vocabulary = names
             self._clear_text_cache()
+
+    @contextmanager
+    def vocabulary_as(self, class_names: Sequence[str]):
+        """``with model.vocabulary_as(names):`` segments ``names`` inside the block.
+
+        The previous vocabulary is restored when the block ends, also when it ends with an error
+        (an evaluation that fails does not leave the model on the test classes).
+        """
+        previous = self.vocabulary
+        self.set_vocabulary(class_names)
+        try:
+            yield self
+        finally:
+            if previous:
+                self.set_vocabulary(previous)
 
     def _clear_text_cache(self) -> None:
         self._text_cache = None

@@ -7,15 +7,15 @@ import pytest
 import torch
 from torch import nn
 
-import aeroseg.engine.trainer as trainer_module
+import aeroseg.engine.train_step as train_step_module
 from aeroseg.engine import Trainer
-from aeroseg.engine.trainer import amp_dtype
+from aeroseg.engine.train_step import amp_dtype
 from conftest import random_batch, tiny_cfg
 
 
 def _trainer(amp: bool, monkeypatch=None, dtype=None):
     if dtype is not None:
-        monkeypatch.setattr(trainer_module, "amp_dtype", lambda device: dtype)
+        monkeypatch.setattr(train_step_module, "amp_dtype", lambda device: dtype)
     cfg = tiny_cfg("SOLVER.AMP.ENABLED", str(amp), "MODEL.DEVICE", "cpu", "SOLVER.OPTIMIZER", "SGD",
                    "SOLVER.MOMENTUM", "0.0", "SOLVER.WEIGHT_DECAY", "0.0", "SOLVER.WEIGHT_DECAY_NORM", "0.0",
                    "SOLVER.BASE_LR", "0.01", "SOLVER.WARMUP_ITERS", "0", "SOLVER.CLIP_GRADIENTS.ENABLED", "False")

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from aeroseg.engine import Trainer
+from aeroseg.engine.train_step import TrainingStep
 from aeroseg.utils.errors import ConfigError
 from conftest import random_batch, tiny_cfg
 
@@ -31,24 +32,23 @@ def _clip_opts(enabled=True, clip_type="full_model", value=1.0, norm_type=2.0):
             "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", str(value), "SOLVER.CLIP_GRADIENTS.NORM_TYPE", str(norm_type))
 
 
-def _hand_made_trainer(*opts, scaler_enabled=False, scale=1.0):
-    """A Trainer holding only what ``_clip_gradients`` reads, over two hand-set gradients."""
-    trainer = Trainer.__new__(Trainer)
-    trainer.cfg = tiny_cfg(*opts)
+def _hand_made_step(*opts, scaler_enabled=False, scale=1.0):
+    """The training step of the config ``opts`` over two hand-set gradients (``clip_gradients`` alone)."""
     p1, p2 = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
     # two groups, as the real optimizer has (CLIP / head): clipping must see across groups
-    trainer.optimizer = torch.optim.SGD([{"params": [p1]}, {"params": [p2], "lr": 0.5}], lr=1.0)
-    trainer.grad_scaler = torch.amp.GradScaler("cpu", init_scale=scale, enabled=scaler_enabled)
+    optimizer = torch.optim.SGD([{"params": [p1]}, {"params": [p2], "lr": 0.5}], lr=1.0)
+    step = TrainingStep(**TrainingStep.from_config(tiny_cfg(*opts), None, optimizer, torch.device("cpu")))
+    step.grad_scaler = torch.amp.GradScaler("cpu", init_scale=scale, enabled=scaler_enabled)
     loss = (p1 * torch.tensor(G1)).sum() + (p2 * torch.tensor(G2)).sum()  # d loss / d p = G
-    trainer.grad_scaler.scale(loss).backward()
+    step.grad_scaler.scale(loss).backward()
     assert p1.grad.tolist() == [g * (scale if scaler_enabled else 1.0) for g in G1]
-    return trainer, p1, p2
+    return step, p1, p2
 
 
 @pytest.mark.parametrize("clip_type", ["value", "norm", "full_model"])
 def test_each_clip_mode_gives_the_hand_computed_gradients(clip_type):
-    trainer, p1, p2 = _hand_made_trainer(*_clip_opts(clip_type=clip_type))
-    trainer._clip_gradients()
+    step, p1, p2 = _hand_made_step(*_clip_opts(clip_type=clip_type))
+    step.clip_gradients()
     e1, e2 = EXPECTED[clip_type]
     torch.testing.assert_close(p1.grad, torch.tensor(e1), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(p2.grad, torch.tensor(e2), rtol=1e-5, atol=1e-6)
@@ -56,28 +56,27 @@ def test_each_clip_mode_gives_the_hand_computed_gradients(clip_type):
 
 def test_norm_type_is_used():
     # L1 norm over both parameters: 3 + 4 + 0.5 = 7.5 -> everything divided by 7.5
-    trainer, p1, p2 = _hand_made_trainer(*_clip_opts(clip_type="full_model", norm_type=1.0))
-    trainer._clip_gradients()
+    step, p1, p2 = _hand_made_step(*_clip_opts(clip_type="full_model", norm_type=1.0))
+    step.clip_gradients()
     torch.testing.assert_close(p1.grad, torch.tensor(G1) / 7.5, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(p2.grad, torch.tensor(G2) / 7.5, rtol=1e-5, atol=1e-6)
 
 
 def test_disabled_or_large_threshold_leaves_gradients_alone_and_bad_type_is_reported():
-    trainer, p1, p2 = _hand_made_trainer(*_clip_opts(enabled=False, value=1e-3))
-    trainer._clip_gradients()
+    step, p1, p2 = _hand_made_step(*_clip_opts(enabled=False, value=1e-3))
+    step.clip_gradients()
     assert p1.grad.tolist() == list(G1) and p2.grad.tolist() == list(G2)
-    trainer, p1, p2 = _hand_made_trainer(*_clip_opts(clip_type="full_model", value=100.0))
-    trainer._clip_gradients()
+    step, p1, p2 = _hand_made_step(*_clip_opts(clip_type="full_model", value=100.0))
+    step.clip_gradients()
     assert p1.grad.tolist() == list(G1) and p2.grad.tolist() == list(G2)
-    trainer, _, _ = _hand_made_trainer(*_clip_opts(clip_type="global"))
-    with pytest.raises(ConfigError, match="CLIP_TYPE='global'"):
-        trainer._clip_gradients()
+    with pytest.raises(ConfigError, match="CLIP_TYPE='global'"):  # when the step is built, before training
+        _hand_made_step(*_clip_opts(clip_type="global"))
 
 
 def test_clipping_acts_on_unscaled_gradients_when_a_grad_scaler_is_used():
     """fp16 training: gradients are multiplied by the loss scale; clipping must unscale first."""
-    trainer, p1, p2 = _hand_made_trainer(*_clip_opts(clip_type="norm"), scaler_enabled=True, scale=1024.0)
-    trainer._clip_gradients()
+    step, p1, p2 = _hand_made_step(*_clip_opts(clip_type="norm"), scaler_enabled=True, scale=1024.0)
+    step.clip_gradients()
     e1, e2 = EXPECTED["norm"]
     torch.testing.assert_close(p1.grad, torch.tensor(e1), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(p2.grad, torch.tensor(e2), rtol=1e-5, atol=1e-6)

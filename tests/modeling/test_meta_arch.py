@@ -288,3 +288,15 @@ def test_every_head_key_reaches_its_module():
     assert [s.guidance_proj[0].out_channels for s in model.decoder.stages] == [10, 4]
     assert model.back_projection.mlp[0].in_features == 6 * 24 and model.back_projection.mlp[0].out_features == 40
     assert (model.bce_weight, model.sem_weight, model.ignore_value) == (0.7, 0.3, 254)
+
+
+def test_vocabulary_as_switches_and_restores_the_vocabulary_also_after_an_error():
+    model = build_tiny()
+    before = model.vocabulary
+    with model.vocabulary_as(["swimming pool", "tennis court"]):
+        assert model.vocabulary == ["swimming pool", "tennis court"]
+    assert model.vocabulary == before
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        with model.vocabulary_as(["a", "b"]):
+            raise RuntimeError("evaluation failed")
+    assert model.vocabulary == before
