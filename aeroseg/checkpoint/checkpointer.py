@@ -18,9 +18,25 @@ from ..utils.errors import CheckpointError, describe_exception, one_line
 from ..utils.io import atomic_write, write_text_atomic
 from .state_dict_io import describe_mismatch
 
-__all__ = ["AerOSegCheckpointer", "check_state_dict_compatible"]
+__all__ = ["AerOSegCheckpointer", "check_state_dict_compatible", "periodic_checkpoint_name"]
 
 logger = logging.getLogger("aeroseg")
+
+
+def periodic_checkpoint_name(iteration: int, period: int, max_iter: int) -> Optional[str]:
+    """The checkpoint both engines save after ``iteration`` (0-based), or None.
+
+    ``model_final`` after the last iteration, else ``model_<iteration:07d>`` every ``period``
+    iterations (``period`` 0: only the final one). This is fvcore's ``PeriodicCheckpointer``
+    schedule and naming except at the end, where fvcore also writes ``model_<max_iter-1>`` when
+    ``max_iter`` is a multiple of ``period`` (a second copy of the final weights), and it cannot
+    take ``period`` 0; runs keep the files they wrote before.
+    """
+    if iteration == max_iter - 1:
+        return "model_final"
+    if period > 0 and (iteration + 1) % period == 0:
+        return f"model_{iteration:07d}"
+    return None
 
 
 def check_state_dict_compatible(

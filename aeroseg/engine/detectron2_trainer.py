@@ -27,7 +27,7 @@ from detectron2.evaluation import DatasetEvaluator, print_csv_format
 from detectron2.utils import comm as d2_comm
 from detectron2.utils.logger import setup_logger as d2_setup_logger
 
-from ..checkpoint import AerOSegCheckpointer
+from ..checkpoint import AerOSegCheckpointer, periodic_checkpoint_name
 from ..data import MetadataCatalog, build_test_loader, build_train_loader
 from ..evaluation import build_evaluator, inference_on_dataset
 from ..evaluation.sem_seg_evaluation import inference_dir
@@ -69,13 +69,9 @@ class _CheckpointHook(hooks.HookBase):
 
     def after_step(self):
         iteration = self.trainer.iter
-        if iteration == self.trainer.max_iter - 1:
-            name = "model_final"
-        elif self.period > 0 and (iteration + 1) % self.period == 0:
-            name = f"model_{iteration:07d}"
-        else:
-            return
-        self.trainer.checkpointer.save(name, iteration=iteration, rng=rng_state())
+        name = periodic_checkpoint_name(iteration, self.period, self.trainer.max_iter)
+        if name:
+            self.trainer.checkpointer.save(name, iteration=iteration, rng=rng_state())
 
 
 class Detectron2Trainer(DefaultTrainer):

@@ -13,7 +13,7 @@ from typing import Dict, List
 
 import torch
 
-from ..checkpoint import AerOSegCheckpointer
+from ..checkpoint import AerOSegCheckpointer, periodic_checkpoint_name
 from ..data import MetadataCatalog, build_test_loader, build_train_loader, check_datasets
 from ..modeling import build_model
 from ..solver import build_lr_scheduler, build_optimizer
@@ -148,11 +148,9 @@ class Trainer:
     def _after_step(self, iteration: int, writer: MetricsWriter) -> None:
         cfg = self.cfg
         final = iteration == self.max_iter - 1
-        period = cfg.SOLVER.CHECKPOINT_PERIOD
-        if final:
-            self._save("model_final", iteration)
-        elif period > 0 and (iteration + 1) % period == 0:
-            self._save(f"model_{iteration:07d}", iteration)
+        name = periodic_checkpoint_name(iteration, cfg.SOLVER.CHECKPOINT_PERIOD, self.max_iter)
+        if name:
+            self._save(name, iteration)
         eval_period = cfg.TEST.EVAL_PERIOD
         if cfg.DATASETS.TEST and (final or (eval_period > 0 and (iteration + 1) % eval_period == 0)):
             self.last_results = self.test(cfg, self.model)

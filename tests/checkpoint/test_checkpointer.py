@@ -94,3 +94,12 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         ckpt.save("model_final")
     assert (tmp_path / "model_final.pth").read_bytes() == good
     assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_final.pth"]
+
+
+def test_periodic_checkpoint_names():
+    from aeroseg.checkpoint import periodic_checkpoint_name
+
+    names = [periodic_checkpoint_name(i, 100, 300) for i in range(300)]
+    assert [(i, n) for i, n in enumerate(names) if n] == [(99, "model_0000099"), (199, "model_0000199"),
+                                                          (299, "model_final")]
+    assert [n for n in (periodic_checkpoint_name(i, 0, 5) for i in range(5)) if n] == ["model_final"]
