@@ -2,12 +2,8 @@
 
     backbone/            CLIP (open_clip): rotated dense features, prompt-ensembled text
     guidance/            guidance encoders: SAM image encoder (paper) or CLIP's own layers
-    correlation.py       cosine correlation volume + conv embedding
-    spatial_refinement.py  guided Swin W-MSA / SW-MSA per class
-    class_refinement.py  linear transformer across classes with text guidance
-    refinement.py        the two together (x NUM_REFINEMENT_BLOCKS)
-    back_projection.py   semantic back-projection MLP
-    decoder.py           attention-aware upsampling decoder
+    head/                the correlation head: correlation embedding, spatial and class refinement,
+                         attention-aware upsampling decoder, semantic back-projection
     losses.py            BCE + L_sem
     meta_arch.py         AerOSeg, wiring it all (registered in META_ARCH_REGISTRY)
 """

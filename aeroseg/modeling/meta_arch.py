@@ -9,14 +9,14 @@ from torch import nn
 
 from ..config.configurable import configurable
 from ..utils.errors import ConfigError
-from .back_projection import SemanticBackProjection
+from .head.back_projection import SemanticBackProjection
 from .backbone import CLIPBackbone, build_clip_backbone
 from .build import META_ARCH_REGISTRY
-from .correlation import CorrelationEmbedding, correlation_volume
-from .decoder import AttentionAwareUpsamplingDecoder, resize_feature_map
+from .head.correlation import CorrelationEmbedding, correlation_volume
+from .head.decoder import AttentionAwareUpsamplingDecoder, resize_feature_map
 from .guidance import SAM2GuidanceEncoder, SAMGuidanceEncoder, build_guidance_encoder
 from .losses import segmentation_bce_loss, semantic_back_projection_loss
-from .refinement import CorrelationRefinementBlock
+from .head.refinement import CorrelationRefinementBlock
 
 __all__ = ["AerOSeg", "TRAINING_ONLY_PREFIXES"]
 

@@ -4,13 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aeroseg.modeling.back_projection import SemanticBackProjection
-from aeroseg.modeling.class_refinement import ClassRefinementBlock, LinearClassAttention
-from aeroseg.modeling.correlation import CorrelationEmbedding, correlation_volume
-from aeroseg.modeling.decoder import AttentionAwareUpsampling, AttentionAwareUpsamplingDecoder
+from aeroseg.modeling.head.back_projection import SemanticBackProjection
+from aeroseg.modeling.head.class_refinement import ClassRefinementBlock, LinearClassAttention
+from aeroseg.modeling.head.correlation import CorrelationEmbedding, correlation_volume
+from aeroseg.modeling.head.decoder import AttentionAwareUpsampling, AttentionAwareUpsamplingDecoder
 from aeroseg.modeling.losses import segmentation_bce_loss, semantic_back_projection_loss
 from aeroseg.utils.errors import ConfigError
-from aeroseg.modeling.spatial_refinement import (
+from aeroseg.modeling.head.spatial_refinement import (
     GuidedWindowAttention,
     SpatialRefinementBlock,
     relative_position_index,

@@ -9,10 +9,10 @@ import os
 import pytest
 import torch
 
-from aeroseg.modeling.class_refinement import ClassRefinementBlock
-from aeroseg.modeling.decoder import AttentionAwareUpsampling
-from aeroseg.modeling.refinement import CorrelationRefinementBlock
-from aeroseg.modeling.spatial_refinement import SpatialRefinementBlock
+from aeroseg.modeling.head.class_refinement import ClassRefinementBlock
+from aeroseg.modeling.head.decoder import AttentionAwareUpsampling
+from aeroseg.modeling.head.refinement import CorrelationRefinementBlock
+from aeroseg.modeling.head.spatial_refinement import SpatialRefinementBlock
 from conftest import FIXTURES as CONFTEST_FIXTURES
 
 FIXTURES = str(CONFTEST_FIXTURES)

@@ -16,7 +16,7 @@ strictly and compare the output to ``output``.
 
 Weight mapping (reference -> AerOSeg):
 
-CAT-Seg ``ClassTransformerLayer`` -> :class:`aeroseg.modeling.class_refinement.ClassRefinementBlock`
+CAT-Seg ``ClassTransformerLayer`` -> :class:`aeroseg.modeling.head.class_refinement.ClassRefinementBlock`
     attention.q.{weight,bias}, attention.k.{weight,bias} -> attn.qk (rows [q; k] concatenated)
     attention.v                                        -> attn.v
     norm1, norm2                                       -> norm1, norm2
@@ -25,18 +25,18 @@ CAT-Seg ``ClassTransformerLayer`` -> :class:`aeroseg.modeling.class_refinement.C
     layout: x (B, C, T, H, W) there, (B, T, C, H, W) here.
 
 CAT-Seg ``SwinTransformerBlockWrapper`` (``AggregatorLayer.swin_block``) ->
-:class:`aeroseg.modeling.spatial_refinement.SpatialRefinementBlock`
+:class:`aeroseg.modeling.head.spatial_refinement.SpatialRefinementBlock`
     guidance_norm                                      -> guidance_norm
     block_{1,2}.norm1, .norm2                          -> blocks.{0,1}.norm1, .norm2
     block_{1,2}.attn.q, .attn.k                        -> blocks.{0,1}.attn.qk ([q; k])
     block_{1,2}.attn.v, .attn.proj                     -> blocks.{0,1}.attn.v, .attn.proj
     block_{1,2}.mlp.fc1, .mlp.fc2                      -> blocks.{0,1}.mlp.0, .mlp.2
 
-CAT-Seg ``AggregatorLayer`` -> :class:`aeroseg.modeling.refinement.CorrelationRefinementBlock`
+CAT-Seg ``AggregatorLayer`` -> :class:`aeroseg.modeling.head.refinement.CorrelationRefinementBlock`
     swin_block.* -> spatial.* (as above), attention.* -> classes.* (as above)
 
 OVRS ``Up`` (``cat_seg/modeling/transformer/model_attention.py``, the attention-aware variant) ->
-:meth:`aeroseg.modeling.decoder.AttentionAwareUpsampling.fuse` (projected guidance in)
+:meth:`aeroseg.modeling.head.decoder.AttentionAwareUpsampling.fuse` (projected guidance in)
     up                                                 -> upsample
     cconv, sconv                                       -> channel_attention, spatial_attention
     conv.double_conv.{0,1,3,4}                         -> conv1, norm1, conv2, norm2
@@ -56,10 +56,10 @@ import warnings
 from typing import Callable, Dict
 
 import torch
-from aeroseg.modeling.class_refinement import ClassRefinementBlock
-from aeroseg.modeling.decoder import AttentionAwareUpsampling
-from aeroseg.modeling.refinement import CorrelationRefinementBlock
-from aeroseg.modeling.spatial_refinement import SpatialRefinementBlock
+from aeroseg.modeling.head.class_refinement import ClassRefinementBlock
+from aeroseg.modeling.head.decoder import AttentionAwareUpsampling
+from aeroseg.modeling.head.refinement import CorrelationRefinementBlock
+from aeroseg.modeling.head.spatial_refinement import SpatialRefinementBlock
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 

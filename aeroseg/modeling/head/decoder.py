@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..utils.errors import ConfigError
+from ...utils.errors import ConfigError
 
 __all__ = ["AttentionAwareUpsampling", "AttentionAwareUpsamplingDecoder", "DECODER_ATTENTION_ACTIVATIONS",
            "resize_feature_map"]

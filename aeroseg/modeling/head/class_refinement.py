@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..utils.errors import ConfigError
+from ...utils.errors import ConfigError
 
 __all__ = ["LinearClassAttention", "ClassRefinementBlock"]
 
