@@ -62,10 +62,12 @@ AEROSEG_MODULE_GROUPS: Dict[str, Callable[[str, nn.Module], bool]] = {
     "decoder": lambda n, m: n == "decoder",
     "back_projection": lambda n, m: n == "back_projection",
 }
-# Module-level functions of aeroseg.modeling.meta_arch timed/counted with a group: group -> names.
+# Module-level functions timed/counted with a group: group -> "module:function" of the places the
+# model calls them from (the name is looked up in that module's namespace at call time).
 AEROSEG_FUNCTION_GROUPS: Dict[str, Tuple[str, ...]] = {
-    "correlation": ("correlation_volume",),
-    "losses": ("segmentation_bce_loss", "semantic_back_projection_loss"),
+    "correlation": ("aeroseg.modeling.head.correlation_head:correlation_volume",),
+    "losses": ("aeroseg.modeling.meta_arch:segmentation_bce_loss",
+               "aeroseg.modeling.meta_arch:semantic_back_projection_loss"),
 }
 # The correlation head (what CAT-Seg-style heads compute): its share of the forward is reported.
 HEAD_GROUPS = ("correlation", "guidance_projections", "spatial_refinement", "class_refinement", "decoder")

@@ -7,6 +7,7 @@ for how to read the result.
 """
 import contextlib
 import copy
+import importlib
 import logging
 import math
 import statistics
@@ -16,7 +17,6 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..modeling import build_model, count_parameters
-from ..modeling import meta_arch as _meta_arch
 from .measure import (
     AEROSEG_FUNCTION_GROUPS,
     AEROSEG_MODULE_GROUPS,
@@ -68,7 +68,8 @@ def synthetic_batch(n: int, size: int, num_classes: int, device: torch.device, s
 
 
 def _function_targets(model) -> Dict[str, list]:
-    targets = {group: [(_meta_arch, name) for name in names] for group, names in AEROSEG_FUNCTION_GROUPS.items()}
+    targets = {group: [(importlib.import_module(target.split(":")[0]), target.split(":")[1]) for target in names]
+               for group, names in AEROSEG_FUNCTION_GROUPS.items()}
     # The text tower runs through encode_text, not the backbone's forward: wrapped on the instance.
     targets["text_encoder"] = [(model.clip_backbone, "encode_text")]
     return targets

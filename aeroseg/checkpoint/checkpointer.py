@@ -58,7 +58,7 @@ class AerOSegCheckpointer(Checkpointer):
     * files are read with ``torch.load(weights_only=True)``: no arbitrary code is unpickled;
     * a missing, unreadable or mismatching file raises :class:`CheckpointError` (one line)
       instead of loading half a model with warnings; keys under ``ignore_prefixes`` may differ
-      (e.g. ``("back_projection.",)`` when evaluating with another training vocabulary size);
+      (e.g. ``("head.back_projection.",)`` when evaluating with another training vocabulary size);
     * ``save`` writes to a temporary file and renames it, so an interrupted save never leaves a
       truncated checkpoint or ``last_checkpoint`` pointing to one.
     """
@@ -145,7 +145,11 @@ class AerOSegCheckpointer(Checkpointer):
         state = checkpoint["model"]
         if any(k.startswith("module.") for k in state):
             state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-            checkpoint["model"] = state
+        # A model whose module tree changed between versions renames old keys (AerOSeg.upgrade_state_dict).
+        upgrade = getattr(self.model, "upgrade_state_dict", None)
+        if callable(upgrade):
+            state = upgrade(state)
+        checkpoint["model"] = state
         check_state_dict_compatible(
             self.model.state_dict(), state, self._current_path or "<checkpoint>", self.ignore_prefixes
         )

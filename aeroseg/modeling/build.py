@@ -30,9 +30,9 @@ _COMPILED_PARTS = (
     "clip_backbone.clip.visual.transformer.resblocks",
     "guidance_encoder.encoder.blocks",  # SAM
     "guidance_encoder.trunk.blocks",  # SAM 2
-    "correlation_embed",
-    "refinement",
-    "decoder",
+    "head.correlation_embed",
+    "head.refinement",
+    "head.decoder",
 )
 
 

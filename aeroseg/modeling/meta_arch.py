@@ -9,14 +9,12 @@ from torch import nn
 
 from ..config.configurable import configurable
 from ..utils.errors import ConfigError
-from .head.back_projection import SemanticBackProjection
 from .backbone import CLIPBackbone, build_clip_backbone
 from .build import META_ARCH_REGISTRY
-from .head.correlation import CorrelationEmbedding, correlation_volume
-from .head.decoder import AttentionAwareUpsamplingDecoder, resize_feature_map
 from .guidance import SAM2GuidanceEncoder, SAMGuidanceEncoder, build_guidance_encoder
+from .head import BACK_PROJECTION_TARGETS, CorrelationHead
+from .head.decoder import resize_feature_map
 from .losses import segmentation_bce_loss, semantic_back_projection_loss
-from .head.refinement import CorrelationRefinementBlock
 
 __all__ = ["AerOSeg", "TRAINING_ONLY_PREFIXES"]
 
@@ -24,11 +22,10 @@ __all__ = ["AerOSeg", "TRAINING_ONLY_PREFIXES"]
 # classes (Eq. 7), so its size follows the training vocabulary while inference works with any.
 # Loading a checkpoint for evaluation or prediction may skip them (a model built for another
 # vocabulary size still loads).
-TRAINING_ONLY_PREFIXES = ("back_projection.",)
+TRAINING_ONLY_PREFIXES = ("head.back_projection.",)
 
 logger = logging.getLogger(__name__)
 
-BACK_PROJECTION_TARGETS = ("SAM", "CLIP", "RGB", "NONE")
 BCE_IGNORED_MODES = ("negative", "exclude")
 
 
@@ -54,32 +51,27 @@ class AerOSeg(nn.Module):
         *,
         clip_backbone: CLIPBackbone,
         guidance_encoder: nn.Module,
+        head: CorrelationHead,
         vocabulary: Sequence[str] = (),
-        feature_dim: int = 128,
-        correlation_kernel: int = 7,
-        num_refinement_blocks: int = 2,
-        spatial_guidance_dim: int = 128,
-        text_guidance_dim: int = 128,
-        spatial_heads: int = 4,
-        window_size: int = 12,
-        class_heads: int = 4,
-        mlp_ratio: float = 4.0,
-        class_pooling_size: Sequence[int] = (2, 2),
-        class_pad_len: int = 256,
-        spatial_guidance_norm: bool = True,
-        spatial_relative_position_bias: bool = False,
-        decoder_attention_activation: str = "none",
-        decoder_dims: Sequence[int] = (64, 32),
-        decoder_guidance_dims: Sequence[int] = (32, 16),
-        decoder_guidance_taps: Sequence[int] = (0, 1),
         back_projection_target: str = "SAM",
-        back_projection_hidden_dim: int = 512,
-        num_train_classes: int = 0,
         bce_weight: float = 1.0,
         sem_weight: float = 1.0,
         ignore_value: int = 255,
         bce_ignored: str = "negative",
     ):
+        """
+        Args:
+            clip_backbone: CLIP image and text encoders (rotated dense features, prompt ensembles).
+            guidance_encoder: frozen SAM / SAM 2 image encoder (or CLIP's own layers), giving the
+                guidance taps and the back-projection's SAM target.
+            head: the correlation head, built for this backbone's and encoder's widths.
+            vocabulary: the class names segmented at first (the seen classes when training).
+            back_projection_target: what ``head.back_projection`` reconstructs, one of
+                :data:`BACK_PROJECTION_TARGETS` (``"NONE"``: the head has no back-projection).
+            bce_weight, sem_weight: loss weights of BCE and L_sem.
+            ignore_value: label value excluded from the loss.
+            bce_ignored: how ignored pixels enter the BCE, one of :data:`BCE_IGNORED_MODES`.
+        """
         super().__init__()
         self.clip_backbone = clip_backbone
         self.guidance_encoder = guidance_encoder
@@ -94,37 +86,6 @@ class AerOSeg(nn.Module):
         if vocabulary:
             self.set_vocabulary(vocabulary)
 
-        guidance_channels = list(guidance_encoder.channels)
-        bad_taps = [t for t in decoder_guidance_taps if not 0 <= int(t) < len(guidance_channels)]
-        if bad_taps or len(decoder_guidance_taps) != len(decoder_dims):
-            raise ConfigError(
-                f"MODEL.AEROSEG.DECODER_GUIDANCE_TAPS={list(decoder_guidance_taps)}: expected one tap "
-                f"index in 0..{len(guidance_channels) - 1} per decoder stage ({len(decoder_dims)})"
-            )
-        self.decoder_guidance_taps = tuple(int(t) for t in decoder_guidance_taps)
-
-        num_maps = clip_backbone.num_rotations * clip_backbone.num_templates
-        self.correlation_embed = CorrelationEmbedding(num_maps, feature_dim, correlation_kernel)
-        # P_v: projection of the spatial guidance (last tap, SAM F3) to the refinement's q/k.
-        self.spatial_guidance_proj = nn.Sequential(
-            nn.Conv2d(guidance_channels[-1], spatial_guidance_dim, 3, padding=1), nn.ReLU()
-        )
-        # P_t: projection of the prompt-averaged text embedding to the class attention's q/k.
-        self.text_guidance_proj = nn.Sequential(
-            nn.Linear(clip_backbone.embed_dim, text_guidance_dim), nn.ReLU()
-        )
-        self.refinement = nn.ModuleList([
-            CorrelationRefinementBlock(feature_dim, spatial_guidance_dim, text_guidance_dim,
-                                       spatial_heads, window_size, class_heads, mlp_ratio,
-                                       class_pooling_size, class_pad_len, spatial_guidance_norm,
-                                       spatial_relative_position_bias)
-            for _ in range(num_refinement_blocks)
-        ])
-        self.decoder = AttentionAwareUpsamplingDecoder(
-            feature_dim, decoder_dims, [guidance_channels[t] for t in self.decoder_guidance_taps],
-            decoder_guidance_dims, decoder_attention_activation,
-        )
-
         if back_projection_target not in BACK_PROJECTION_TARGETS:
             raise ConfigError(
                 f"MODEL.AEROSEG.BACK_PROJECTION_TARGET={back_projection_target!r}: expected one of "
@@ -136,23 +97,17 @@ class AerOSeg(nn.Module):
                 "MODEL.AEROSEG.BACK_PROJECTION_TARGET='SAM' needs MODEL.GUIDANCE.ENCODER='SAM' or 'SAM2' "
                 "(use 'CLIP', 'RGB' or 'NONE' with CLIP guidance)"
             )
-        self.back_projection_target = back_projection_target
-        self.back_projection = None
-        if back_projection_target != "NONE":
-            num_train_classes = int(num_train_classes) or len(self._vocabulary)
-            if num_train_classes <= 0:
-                raise ConfigError(
-                    "the back-projection needs the number of training classes: set "
-                    "MODEL.SEM_SEG_HEAD.NUM_CLASSES or MODEL.AEROSEG.VOCABULARY"
-                )
-            target_dim = {
-                "SAM": guidance_channels[-1],
-                "CLIP": clip_backbone.embed_dim,
-                "RGB": 3 * clip_backbone.patch_size ** 2,
-            }[back_projection_target]
-            self.back_projection = SemanticBackProjection(
-                num_train_classes, feature_dim, back_projection_hidden_dim, target_dim
+        if (back_projection_target == "NONE") != (head.back_projection is None):
+            raise ConfigError(
+                f"MODEL.AEROSEG.BACK_PROJECTION_TARGET={back_projection_target!r} but the head was built "
+                f"{'with' if head.back_projection is not None else 'without'} a back-projection"
             )
+        self.back_projection_target = back_projection_target
+        # Registered after the encoders: the parameter order (and the optimizer state's order)
+        # is the one of checkpoints written before the head became a module.
+        self.head = head
+        # Checkpoints written before the head became a module name its weights without "head.".
+        self.register_load_state_dict_pre_hook(_upgrade_state_dict_hook)
         # Text embeddings depend on the weights: recompute them after any weight load.
         self.register_load_state_dict_post_hook(lambda module, incompatible: module._clear_text_cache())
 
@@ -161,35 +116,28 @@ class AerOSeg(nn.Module):
         a = cfg.MODEL.AEROSEG
         uses_clip_guidance = cfg.MODEL.GUIDANCE.ENCODER == "CLIP"
         clip_backbone = build_clip_backbone(cfg, cfg.MODEL.CLIP.GUIDANCE_LAYERS if uses_clip_guidance else ())
+        guidance_encoder = build_guidance_encoder(cfg, clip_backbone)
+        vocabulary = _initial_vocabulary(cfg)
         return {
             "clip_backbone": clip_backbone,
-            "guidance_encoder": build_guidance_encoder(cfg, clip_backbone),
-            "vocabulary": _initial_vocabulary(cfg),
-            "feature_dim": a.FEATURE_DIM,
-            "correlation_kernel": a.CORRELATION_KERNEL,
-            "num_refinement_blocks": a.NUM_REFINEMENT_BLOCKS,
-            "spatial_guidance_dim": a.SPATIAL_GUIDANCE_DIM,
-            "text_guidance_dim": a.TEXT_GUIDANCE_DIM,
-            "spatial_heads": a.SPATIAL_NUM_HEADS,
-            "window_size": a.WINDOW_SIZE,
-            "class_heads": a.CLASS_NUM_HEADS,
-            "mlp_ratio": a.MLP_RATIO,
-            "class_pooling_size": a.CLASS_POOLING_SIZE,
-            "class_pad_len": a.CLASS_PAD_LEN,
-            "spatial_guidance_norm": a.SPATIAL_GUIDANCE_NORM,
-            "spatial_relative_position_bias": a.SPATIAL_RELATIVE_POSITION_BIAS,
-            "decoder_attention_activation": a.DECODER_ATTENTION_ACTIVATION,
-            "decoder_dims": a.DECODER_DIMS,
-            "decoder_guidance_dims": a.DECODER_GUIDANCE_DIMS,
-            "decoder_guidance_taps": a.DECODER_GUIDANCE_TAPS,
+            "guidance_encoder": guidance_encoder,
+            "head": CorrelationHead(cfg, clip_backbone, guidance_encoder, num_train_classes=len(vocabulary)),
+            "vocabulary": vocabulary,
             "back_projection_target": a.BACK_PROJECTION_TARGET,
-            "back_projection_hidden_dim": a.BACK_PROJECTION_HIDDEN_DIM,
-            "num_train_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
             "bce_weight": a.BCE_WEIGHT,
             "sem_weight": a.SEM_WEIGHT,
             "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
             "bce_ignored": a.BCE_IGNORED,
         }
+
+    @staticmethod
+    def upgrade_state_dict(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """A state dict of any AerOSeg version with the keys of this one (a new dict).
+
+        Checkpoints written before the head became a module (:class:`CorrelationHead`) name its
+        weights ``correlation_embed.*``, ``refinement.*``, ...; they are now ``head.*``.
+        """
+        return {_upgraded_key(k): v for k, v in state.items()}
 
     # ------------------------------------------------------------------ vocabulary
     @property
@@ -259,40 +207,20 @@ class AerOSeg(nn.Module):
         return self.clip_backbone.pixel_mean.device
 
     # ------------------------------------------------------------------ forward
-    def predict_logits(self, dense: torch.Tensor, text: torch.Tensor, taps: List[torch.Tensor]):
-        """The correlation head.
-
-        Args:
-            dense: (B, R, D, h, w) CLIP features of every rotation.
-            text: (T, P, D) text embeddings.
-            taps: guidance maps; ``taps[-1]`` guides spatial refinement.
-        Returns:
-            logits (B, T, 4h, 4w) and the refined correlation features phi'' (B, T, d_F, h, w).
-        """
-        h, w = dense.shape[-2:]
-        x = self.correlation_embed(correlation_volume(dense, text))
-        spatial_guidance = self.spatial_guidance_proj(resize_feature_map(taps[-1], (h, w)))
-        # Prompt-averaged text embedding, re-normalised (as CAT-Seg) before P_t.
-        text_guidance = self.text_guidance_proj(F.normalize(text.mean(dim=1), dim=-1)).unsqueeze(0)  # (1, T, C_t)
-        for block in self.refinement:
-            x = block(x, spatial_guidance, text_guidance)
-        logits = self.decoder(x, [taps[t] for t in self.decoder_guidance_taps])
-        return logits, x
-
     def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
         images = [item["image"].to(self.device) for item in batched_inputs]
         clip_images = self.clip_backbone.preprocess(images)
         clip_features = self.clip_backbone(clip_images)
         text = self.text_embeddings()
         guidance = self.guidance_encoder(images, clip_features)
-        logits, refined = self.predict_logits(clip_features["dense"], text, guidance["taps"])
+        logits, refined = self.head(clip_features["dense"], text, guidance["taps"])
 
         if self.training:
             targets = [item["sem_seg"].to(self.device) for item in batched_inputs]
             losses = {"loss_bce": self.bce_weight * segmentation_bce_loss(
                 logits, targets, self.ignore_value, ignored=self.bce_ignored)}
-            if self.back_projection is not None:
-                reconstruction = self.back_projection(refined)
+            if self.head.back_projection is not None:
+                reconstruction = self.head.back_projection(refined)
                 target = self._back_projection_target(guidance, clip_features, clip_images)
                 target = resize_feature_map(target, reconstruction.shape[-2:])
                 losses["loss_sem"] = self.sem_weight * semantic_back_projection_loss(reconstruction, target)
@@ -311,6 +239,25 @@ class AerOSeg(nn.Module):
         if self.back_projection_target == "CLIP":
             return clip_features["dense"][:, 0]
         return F.pixel_unshuffle(clip_images, self.clip_backbone.patch_size)  # "RGB": pixels of each patch
+
+
+# Top-level modules of the head in checkpoints written before it became one module.
+_LEGACY_HEAD_PREFIXES = ("correlation_embed.", "spatial_guidance_proj.", "text_guidance_proj.", "refinement.",
+                         "decoder.", "back_projection.")
+
+
+def _upgraded_key(key: str, prefix: str = "") -> str:
+    local = key[len(prefix):]
+    return f"{prefix}head.{local}" if key.startswith(prefix) and local.startswith(_LEGACY_HEAD_PREFIXES) else key
+
+
+def _upgrade_state_dict_hook(module, state_dict, prefix, *args) -> None:
+    """``load_state_dict`` pre-hook: renames the legacy head keys in place (``prefix``: where the
+    model sits in the module being loaded)."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        new_key = _upgraded_key(key, prefix)
+        if new_key != key:
+            state_dict[new_key] = state_dict.pop(key)
 
 
 def _initial_vocabulary(cfg) -> List[str]:

@@ -199,8 +199,8 @@ def test_compiled_blocks_give_the_eager_outputs():
 
     eager = build_tiny().eval()
     compiled = build_tiny().eval()
-    names = compile_blocks(compiled, "eager", parts=("decoder", "no_such.module"))
-    assert names == ["decoder"]  # paths absent from the model are skipped
+    names = compile_blocks(compiled, "eager", parts=("head.decoder", "no_such.module"))
+    assert names == ["head.decoder"]  # paths absent from the model are skipped
     assert compiled.state_dict().keys() == eager.state_dict().keys()
     batch = random_batch(2)
     with torch.no_grad():
@@ -209,7 +209,7 @@ def test_compiled_blocks_give_the_eager_outputs():
 
     model = build_tiny("MODEL.COMPILE", "True", "MODEL.COMPILE_BACKEND", "eager")
     blocks = [*model.clip_backbone.clip.visual.transformer.resblocks, *model.guidance_encoder.encoder.blocks,
-              model.correlation_embed, *model.refinement, model.decoder]
+              model.head.correlation_embed, *model.head.refinement, model.head.decoder]
     assert all(b._compiled_call_impl is not None for b in blocks)
-    assert build_tiny().decoder._compiled_call_impl is None  # off by default
+    assert build_tiny().head.decoder._compiled_call_impl is None  # off by default
 

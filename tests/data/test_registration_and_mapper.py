@@ -275,7 +275,7 @@ def test_model_vocabulary_comes_from_the_training_dataset(custom_dataset):
     name, _ = custom_dataset
     model = build_tiny("MODEL.AEROSEG.VOCABULARY", "[]", "DATASETS.TRAIN", f"('{name}_train',)")
     assert model.vocabulary == ["road", "tree", "car"]
-    assert model.back_projection.num_classes == 3
+    assert model.head.back_projection.num_classes == 3
 
 
 def test_training_labels_are_the_raw_labels_with_unseen_classes_hidden(tmp_path):

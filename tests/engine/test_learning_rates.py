@@ -160,7 +160,7 @@ def test_real_model_groups_over_time():
     assert clip and all(n.endswith(("original0", "original2")) for n in clip)
     assert all(n.startswith("clip_backbone.") for n in clip)
     assert names["guidance_encoder.encoder.blocks.0.attn.qkv.weight"] == "guidance"
-    assert names["decoder.head.weight"] == "head"
+    assert names["head.decoder.head.weight"] == "head"
     for _ in range(10):
         optimizer.step()
         scheduler.step()

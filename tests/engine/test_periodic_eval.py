@@ -46,7 +46,7 @@ def test_periodic_evaluation_restores_training_and_changes_no_weight(tmp_path, m
         steps.append({
             "vocabulary": model.vocabulary,
             "training": model.training,
-            "head_training": all(m.training for m in model.decoder.modules()),
+            "head_training": all(m.training for m in model.head.decoder.modules()),
             "clip_training": model.clip_backbone.training,
         })
         return original(self, batch)

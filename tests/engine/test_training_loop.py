@@ -34,11 +34,11 @@ def test_param_groups_have_the_papers_learning_rates():
         expected = 2e-6 if name.startswith("clip_backbone.") else 2e-4
         assert group["lr"] == pytest.approx(expected), name
     assert not any(n.startswith("guidance_encoder.") for n in by_name)  # frozen SAM
-    assert by_name["refinement.0.spatial.blocks.0.norm1.weight"]["weight_decay"] == 0.0  # norms
+    assert by_name["head.refinement.0.spatial.blocks.0.norm1.weight"]["weight_decay"] == 0.0  # norms
     with_bias = build_tiny("MODEL.AEROSEG.SPATIAL_RELATIVE_POSITION_BIAS", "True")  # off by default (CAT-Seg)
     bias_groups = {n: g for g in get_param_groups(with_bias, cfg) for n in g["param_names"]}
-    assert bias_groups["refinement.0.spatial.blocks.0.attn.relative_position_bias_table"]["weight_decay"] == 0.0
-    assert by_name["decoder.head.weight"]["weight_decay"] == 0.05
+    assert bias_groups["head.refinement.0.spatial.blocks.0.attn.relative_position_bias_table"]["weight_decay"] == 0.0
+    assert by_name["head.decoder.head.weight"]["weight_decay"] == 0.05
     tuned_sam = build_tiny("MODEL.SAM.FROZEN", "False")
     cfg.SOLVER.GUIDANCE_MULTIPLIER = 0.1
     lrs = [g["lr"] for g in get_param_groups(tuned_sam, cfg) if g["name"].startswith("guidance")]

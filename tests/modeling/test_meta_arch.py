@@ -23,7 +23,7 @@ def test_training_returns_both_losses_and_inference_the_sem_seg_contract():
 
 def test_no_back_projection_loss_when_target_is_none():
     model = build_tiny("MODEL.AEROSEG.BACK_PROJECTION_TARGET", "NONE")
-    assert model.back_projection is None
+    assert model.head.back_projection is None
     model.train()
     assert set(model(random_batch())) == {"loss_bce"}
 
@@ -31,7 +31,7 @@ def test_no_back_projection_loss_when_target_is_none():
 @pytest.mark.parametrize("target,channels", [("CLIP", 32), ("RGB", 3 * 8 * 8)])
 def test_other_back_projection_targets(target, channels):
     model = build_tiny("MODEL.AEROSEG.BACK_PROJECTION_TARGET", target)
-    assert model.back_projection.mlp[-1].out_features == channels
+    assert model.head.back_projection.mlp[-1].out_features == channels
     model.train()
     assert torch.isfinite(model(random_batch())["loss_sem"])
 
@@ -141,7 +141,7 @@ def test_text_tower_is_trained_through_the_correlation_volume():
     model = build_tiny()
     model.train()
     with torch.no_grad():
-        for p in model.text_guidance_proj.parameters():
+        for p in model.head.text_guidance_proj.parameters():
             p.zero_()
     losses = model(random_batch())
     sum(losses.values()).backward()
@@ -166,7 +166,7 @@ def test_semantic_loss_does_not_flow_into_the_sam_target():
     losses = model(random_batch())
     losses["loss_sem"].backward()
     assert leaves[0].grad is None
-    assert model.back_projection.mlp[0].weight.grad.abs().sum() > 0
+    assert model.head.back_projection.mlp[0].weight.grad.abs().sum() > 0
     # and the SAM encoder, when fine-tuned, does receive gradients through its guidance role
     model.zero_grad()
     losses = model(random_batch())
@@ -277,16 +277,17 @@ def test_every_head_key_reaches_its_module():
         "MODEL.AEROSEG.DECODER_DIMS", "[12, 6]", "MODEL.AEROSEG.DECODER_GUIDANCE_DIMS", "[10, 4]",
         "MODEL.AEROSEG.BACK_PROJECTION_HIDDEN_DIM", "40", "MODEL.AEROSEG.BCE_WEIGHT", "0.7",
         "MODEL.AEROSEG.SEM_WEIGHT", "0.3", "MODEL.SEM_SEG_HEAD.IGNORE_VALUE", "254")
-    assert model.correlation_embed.conv.out_channels == 24 and model.correlation_embed.conv.kernel_size == (5, 5)
-    assert len(model.refinement) == 1
-    assert model.spatial_guidance_proj[0].out_channels == 12 and model.text_guidance_proj[0].out_features == 20
-    spatial, classes = model.refinement[0].spatial.blocks[0], model.refinement[0].classes
+    head = model.head
+    assert head.correlation_embed.conv.out_channels == 24 and head.correlation_embed.conv.kernel_size == (5, 5)
+    assert len(head.refinement) == 1
+    assert head.spatial_guidance_proj[0].out_channels == 12 and head.text_guidance_proj[0].out_features == 20
+    spatial, classes = head.refinement[0].spatial.blocks[0], head.refinement[0].classes
     assert spatial.attn.num_heads == 3 and spatial.window_size == 2 and spatial.attn.qk.in_features == 24 + 12
     assert spatial.mlp[0].out_features == 72
     assert classes.attn.num_heads == 4 and classes.attn.qk.in_features == 24 + 20
-    assert [s.conv2.out_channels for s in model.decoder.stages] == [12, 6]  # stage output width
-    assert [s.guidance_proj[0].out_channels for s in model.decoder.stages] == [10, 4]
-    assert model.back_projection.mlp[0].in_features == 6 * 24 and model.back_projection.mlp[0].out_features == 40
+    assert [s.conv2.out_channels for s in head.decoder.stages] == [12, 6]  # stage output width
+    assert [s.guidance_proj[0].out_channels for s in head.decoder.stages] == [10, 4]
+    assert head.back_projection.mlp[0].in_features == 6 * 24 and head.back_projection.mlp[0].out_features == 40
     assert (model.bce_weight, model.sem_weight, model.ignore_value) == (0.7, 0.3, 254)
 
 

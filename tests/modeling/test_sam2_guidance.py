@@ -58,9 +58,9 @@ def test_tiny_aeroseg_with_sam2_guidance_trains_and_infers():
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     assert all(p.grad is None for p in guidance.parameters())  # frozen trunk
-    assert model.back_projection.mlp[-1].weight.shape[0] == 64  # reconstructs the last tap
-    assert model.back_projection.mlp[-1].weight.grad is not None
-    assert any(p.grad is not None for p in model.refinement.parameters())
+    assert model.head.back_projection.mlp[-1].weight.shape[0] == 64  # reconstructs the last tap
+    assert model.head.back_projection.mlp[-1].weight.grad is not None
+    assert any(p.grad is not None for p in model.head.refinement.parameters())
 
     model.eval()
     with torch.no_grad():
@@ -224,7 +224,7 @@ def test_paper_hiera_b_plus_builds_on_the_meta_device():
     assert sum(p.numel() for p in guidance.parameters()) == 68_675_712  # Hiera-B+ trunk (no FPN neck)
     assert not any(p.requires_grad for p in guidance.parameters())
     assert guidance.channels == [448, 448, 896] and guidance.strides == [16, 16, 32]
-    assert model.back_projection is not None  # L_sem target: the last tap (896 channels)
+    assert model.head.back_projection is not None  # L_sem target: the last tap (896 channels)
     with torch.no_grad():
         taps = guidance([torch.zeros(3, 256, 256, device="meta")])["taps"]
     assert [tuple(t.shape) for t in taps] == [(1, 448, 64, 64), (1, 448, 64, 64), (1, 896, 32, 32)]

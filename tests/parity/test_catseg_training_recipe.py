@@ -140,7 +140,7 @@ def test_text_guidance_is_the_renormalised_prompt_average():
     model = build_tiny()
     model.eval()
     seen = []
-    model.text_guidance_proj[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
+    model.head.text_guidance_proj[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
     with torch.no_grad():
         model(random_batch(1))
     text = model.text_embeddings()

@@ -6,4 +6,8 @@
     refinement.py          the two together (x NUM_REFINEMENT_BLOCKS)
     decoder.py             attention-aware upsampling decoder
     back_projection.py     semantic back-projection MLP (training only)
+    correlation_head.py    CorrelationHead: all of them, built from a config
 """
+from .correlation_head import BACK_PROJECTION_TARGETS, CorrelationHead
+
+__all__ = ["BACK_PROJECTION_TARGETS", "CorrelationHead"]
