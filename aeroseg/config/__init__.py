@@ -1,13 +1,12 @@
 """Configs: detectron2-style fvcore ``CfgNode`` with AerOSeg's keys added."""
 from fvcore.common.config import CfgNode
 
-from ..utils.detectron2_compat import detectron2_available
+from ..compat import base_config, configurable
 from .aeroseg_config import (
     GENERIC_TEMPLATES,
     REMOTE_SENSING_TEMPLATES,
     add_aeroseg_config,
 )
-from .configurable import configurable
 
 
 def get_cfg() -> CfgNode:
@@ -16,19 +15,12 @@ def get_cfg() -> CfgNode:
 
     With detectron2 installed this is ``detectron2.config.get_cfg()`` extended by
     :func:`add_aeroseg_config`; otherwise the same keys and values come from
-    :mod:`aeroseg.config.defaults`. AerOSeg's values of detectron2's keys (the meta-architecture,
+    :mod:`aeroseg.compat.config_defaults`. AerOSeg's values of detectron2's keys (the meta-architecture,
     RGB input, the solver) are in ``configs/Base-AerOSeg.yaml``, which every config inherits:
     merge a config file before use. ``merge_from_file`` understands ``_BASE_`` and
     ``merge_from_list`` takes command-line ``opts``.
     """
-    if detectron2_available():
-        from detectron2.config import get_cfg as d2_get_cfg
-
-        cfg = d2_get_cfg()
-    else:
-        from .defaults import _C
-
-        cfg = _C.clone()
+    cfg = base_config()
     add_aeroseg_config(cfg)
     return cfg
 

@@ -24,7 +24,7 @@ def add_aeroseg_config(cfg: CfgNode) -> None:
     """Add AerOSeg's keys (paper defaults) to ``cfg`` in place; detectron2's keys are not touched.
 
     ``cfg`` is ``detectron2.config.get_cfg()`` or, without detectron2, its stand-in
-    :mod:`aeroseg.config.defaults`. Like Mask2Former's and CAT-Seg's ``add_*_config`` this only
+    :mod:`aeroseg.compat.config_defaults`. Like Mask2Former's and CAT-Seg's ``add_*_config`` this only
     adds keys: AerOSeg's values of detectron2's keys (``MODEL.META_ARCHITECTURE: "AerOSeg"``,
     ``INPUT.FORMAT: "RGB"``, ``SOLVER.BASE_LR``, ...) are in ``configs/Base-AerOSeg.yaml``. New
     nodes are created with the config's own class (yacs refuses to merge a detectron2 node into an

@@ -1,7 +1,7 @@
 """Datasets (catalog, built-in registrations), the mapper and the data loaders."""
 from . import datasets  # noqa: F401  (registers the built-in datasets)
 from .build import build_test_loader, build_train_loader, get_dataset_dicts
-from .catalog import DatasetCatalog, MetadataCatalog
+from ..compat import DatasetCatalog, MetadataCatalog
 from .check import check_datasets
 from .dataset_mapper import SemSegDatasetMapper
 from .datasets import (

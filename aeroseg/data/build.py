@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 from ..utils import comm
 from ..utils.errors import AerOSegError, ConfigError
 from .datasets.sem_seg_folder import DatasetError
-from .catalog import DatasetCatalog
+from ..compat import DatasetCatalog
 from .dataset_mapper import SemSegDatasetMapper
 from .samplers import InferenceSampler, InfiniteTrainingSampler
 

@@ -9,7 +9,7 @@ import difflib
 from typing import Dict, List
 
 from ..utils.errors import DatasetError
-from .catalog import DatasetCatalog, MetadataCatalog
+from ..compat import DatasetCatalog, MetadataCatalog
 
 __all__ = ["check_datasets"]
 

@@ -8,9 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..config.configurable import configurable
+from ..compat import MetadataCatalog, configurable
 from ..utils.labels import invalid_label_mask
-from .catalog import MetadataCatalog
 from .datasets.sem_seg_folder import DatasetError
 from .transforms import (
     ColorAugSSD,

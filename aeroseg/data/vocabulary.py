@@ -6,7 +6,7 @@ in the datasets' class order. Unseen classes are not in it; their pixels become 
 """
 from typing import List, Optional, Sequence
 
-from .catalog import MetadataCatalog
+from ..compat import MetadataCatalog
 
 __all__ = ["training_vocabulary"]
 

@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ..utils.detectron2_compat import detectron2_available
+from ..compat import create_local_process_group, forget_local_process_group
 
 __all__ = ["launch"]
 
@@ -24,18 +24,8 @@ def _backend() -> str:
     return "nccl" if torch.cuda.is_available() else "gloo"
 
 
-def _create_detectron2_local_group(processes_per_machine: int) -> None:
-    if detectron2_available():
-        from detectron2.utils import comm as d2_comm
-
-        d2_comm.create_local_process_group(processes_per_machine)
-
-
 def _destroy_process_groups() -> None:
-    if detectron2_available():
-        from detectron2.utils import comm as d2_comm
-
-        d2_comm._LOCAL_PROCESS_GROUP = None  # detectron2 has no public reset; its group dies with the world
+    forget_local_process_group()
     dist.destroy_process_group()
 
 
@@ -54,7 +44,7 @@ def launch(main_func: Callable, num_gpus_per_machine: int, num_machines: int = 1
             torch.cuda.set_device(local_rank)
         dist.init_process_group(_backend(), init_method="env://", timeout=timeout)
         try:
-            _create_detectron2_local_group(int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])))
+            create_local_process_group(int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])))
             return main_func(*args)
         finally:
             _destroy_process_groups()
@@ -76,7 +66,7 @@ def _worker(local_rank, main_func, world_size, num_gpus_per_machine, machine_ran
     os.environ["LOCAL_RANK"] = str(local_rank)
     dist.init_process_group(_backend(), init_method=dist_url, world_size=world_size, rank=global_rank, timeout=timeout)
     try:
-        _create_detectron2_local_group(num_gpus_per_machine)
+        create_local_process_group(num_gpus_per_machine)
         dist.barrier()
         main_func(*args)
     finally:

@@ -22,7 +22,7 @@ from aeroseg.engine import Trainer, default_argument_parser, default_setup, laun
 from aeroseg.modeling import build_model
 from aeroseg.modeling.meta_arch import TRAINING_ONLY_PREFIXES
 from aeroseg.utils import comm
-from aeroseg.utils.detectron2_compat import detectron2_available
+from aeroseg.compat import detectron2_available
 from aeroseg.engine.output_lock import release_output_dir_lock
 from aeroseg.utils.errors import AerOSegError, ConfigError, one_line
 

@@ -7,12 +7,12 @@ main process; other processes may return ``{}`` or ``None``).
 
 With detectron2 installed, :class:`DatasetEvaluator` and :class:`DatasetEvaluators` *are*
 detectron2's, so AerOSeg's evaluators plug into detectron2's trainer and detectron2's evaluators
-into :func:`inference_on_dataset`. Without it, small classes with the same methods are used.
+into :func:`inference_on_dataset`. Without it, small classes with the same methods are used
+(:mod:`aeroseg.compat`).
 """
 import datetime
 import logging
 import time
-from collections import OrderedDict
 from contextlib import ExitStack
 from typing import Callable, Iterable, List, Optional, Sequence, Union
 
@@ -20,58 +20,11 @@ import torch
 from torch import nn
 
 from ..utils import comm
-from ..utils.detectron2_compat import detectron2_available
+from ..compat import DatasetEvaluator, DatasetEvaluators
 
 __all__ = ["DatasetEvaluator", "DatasetEvaluators", "inference_on_dataset"]
 
 logger = logging.getLogger(__name__)
-
-
-class _DatasetEvaluator:
-    """Base class: accumulate over :meth:`process` calls, summarise in :meth:`evaluate`."""
-
-    def reset(self) -> None:
-        """Forget everything processed so far (called before each pass over a dataset)."""
-
-    def process(self, inputs: List[dict], outputs: List[dict]) -> None:
-        """Take one model call: ``inputs`` as given to the model, ``outputs`` as it returned."""
-
-    def evaluate(self):
-        """``{task: {metric: value}}`` over everything processed since :meth:`reset`."""
-
-
-class _DatasetEvaluators(_DatasetEvaluator):
-    """Several evaluators run as one; their result dicts are merged (task names must differ)."""
-
-    def __init__(self, evaluators: Sequence[_DatasetEvaluator]):
-        super().__init__()
-        self._evaluators = list(evaluators)
-
-    def reset(self) -> None:
-        for evaluator in self._evaluators:
-            evaluator.reset()
-
-    def process(self, inputs, outputs) -> None:
-        for evaluator in self._evaluators:
-            evaluator.process(inputs, outputs)
-
-    def evaluate(self):
-        results = OrderedDict()
-        for evaluator in self._evaluators:
-            result = evaluator.evaluate()
-            if comm.is_main_process() and result is not None:
-                for task, metrics in result.items():
-                    if task in results:
-                        raise ValueError(f"two evaluators both report results for task '{task}'")
-                    results[task] = metrics
-        return results
-
-
-if detectron2_available():  # pragma: no cover - exercised only where detectron2 is installed
-    from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators
-else:
-    DatasetEvaluator = _DatasetEvaluator
-    DatasetEvaluators = _DatasetEvaluators
 
 
 def _sync_cuda() -> None:
@@ -108,7 +61,7 @@ def inference_on_dataset(
     from tqdm import tqdm
 
     if evaluator is None:
-        evaluator = _DatasetEvaluators([])
+        evaluator = DatasetEvaluators([])
     elif isinstance(evaluator, (list, tuple)):
         evaluator = DatasetEvaluators(list(evaluator))
     num_batches = _length(data_loader)

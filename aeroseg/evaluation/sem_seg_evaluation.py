@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from ..data.catalog import MetadataCatalog
+from ..compat import MetadataCatalog
 from ..utils import comm
 from ..utils.errors import AerOSegError, one_line
 from ..utils.io import write_text_atomic

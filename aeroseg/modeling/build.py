@@ -3,23 +3,12 @@ import logging
 from typing import Sequence
 
 import torch
-from fvcore.common.registry import Registry
-
-from ..utils.detectron2_compat import detectron2_available
+from ..compat import META_ARCH_REGISTRY
 from ..utils.errors import ConfigError
 
 __all__ = ["META_ARCH_REGISTRY", "build_model", "compile_blocks", "count_parameters"]
 
 logger = logging.getLogger(__name__)
-
-if detectron2_available():  # pragma: no cover - exercised only where detectron2 is installed
-    # Registering in detectron2's own registry makes MODEL.META_ARCHITECTURE: AerOSeg work in
-    # detectron2's DefaultTrainer too.
-    from detectron2.modeling import META_ARCH_REGISTRY
-else:
-    META_ARCH_REGISTRY = Registry("META_ARCH")
-    META_ARCH_REGISTRY.__doc__ = "Meta-architectures, selected by MODEL.META_ARCHITECTURE."
-
 
 def count_parameters(module: torch.nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

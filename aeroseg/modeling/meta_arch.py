@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config.configurable import configurable
+from ..compat import configurable
 from ..utils.errors import ConfigError
 from .backbone import CLIPBackbone, build_clip_backbone
 from .build import META_ARCH_REGISTRY

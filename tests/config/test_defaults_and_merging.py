@@ -7,7 +7,7 @@ import yaml
 
 from aeroseg.config import REMOTE_SENSING_TEMPLATES, add_aeroseg_config, get_cfg
 from aeroseg.config import aeroseg_config as aeroseg_config_module
-from aeroseg.config.defaults import _C as STANDARD_KEYS
+from aeroseg.compat.config_defaults import _C as STANDARD_KEYS
 from conftest import BASE_CONFIG, REPO, TINY_CONFIG, tiny_cfg
 from conftest import config_leaves as _leaves
 
@@ -70,7 +70,7 @@ def test_import_aeroseg_registers_and_exports():
             "from aeroseg import add_aeroseg_config\n"
             "registry = sys.modules['aeroseg.modeling.build'].META_ARCH_REGISTRY\n"
             "assert registry.get('AerOSeg') is aeroseg.AerOSeg\n"
-            "names = set(sys.modules['aeroseg.data.catalog'].DatasetCatalog.list())\n"
+            "names = set(sys.modules['aeroseg.compat'].DatasetCatalog.list())\n"
             "assert {'isaid_train', 'isaid_val', 'synthetic_aerial_train'} <= names, names\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aeroseg.data.catalog import DatasetCatalog, MetadataCatalog
+from aeroseg.compat import DatasetCatalog, MetadataCatalog
 from aeroseg.data.datasets.synthetic import (
     SYNTHETIC_CLASSES,
     SYNTHETIC_UNSEEN,

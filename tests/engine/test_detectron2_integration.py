@@ -17,10 +17,10 @@ from detectron2.engine import SimpleTrainer  # noqa: E402
 
 from aeroseg.checkpoint import AerOSegCheckpointer  # noqa: E402
 from aeroseg.config import add_aeroseg_config, configurable, get_cfg  # noqa: E402
-from aeroseg.config.defaults import _C as STANDALONE_DEFAULTS  # noqa: E402
+from aeroseg.compat.config_defaults import _C as STANDALONE_DEFAULTS  # noqa: E402
 from aeroseg.modeling import AerOSeg  # noqa: E402
 from aeroseg.modeling import META_ARCH_REGISTRY as AEROSEG_META_ARCH_REGISTRY  # noqa: E402
-from aeroseg.utils import detectron2_available  # noqa: E402
+from aeroseg.compat import detectron2_available  # noqa: E402
 from conftest import REPO, TINY_CONFIG, random_batch, tiny_cfg  # noqa: E402
 from conftest import config_leaves as _leaves  # noqa: E402
 

@@ -122,7 +122,7 @@ def test_command_line_errors_are_one_line(tmp_path, capsys):
 
 
 def test_detectron2_engine_needs_detectron2(tmp_path, capsys):
-    from aeroseg.utils import detectron2_available
+    from aeroseg.compat import detectron2_available
 
     if detectron2_available():
         pytest.skip("detectron2 is installed: covered by tests/test_detectron2_integration.py")

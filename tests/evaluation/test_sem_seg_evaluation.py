@@ -19,7 +19,7 @@ from aeroseg.evaluation import (
     inference_on_dataset,
     metrics_from_confusion_matrix,
 )
-from aeroseg.utils import detectron2_available
+from aeroseg.compat import detectron2_available
 
 CLASSES = ["a", "b", "c", "d", "e", "f"]
 SEEN = ["a", "b", "c", "f"]

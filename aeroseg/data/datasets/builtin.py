@@ -1,7 +1,7 @@
 """Register iSAID, DLRSD and OpenEarthMap (train / val) under ``$AEROSEG_DATASETS``."""
 import os
 
-from ..catalog import DatasetCatalog
+from ...compat import DatasetCatalog
 from .builtin_meta import BUILTIN_DATASETS, PREPARE_COMMANDS
 from .sem_seg_folder import load_sem_seg_folder, register_sem_seg_dataset
 

@@ -18,7 +18,7 @@ from typing import Callable, List, Optional, Sequence, Union
 from PIL import Image
 
 from ...utils.errors import DatasetError
-from ..catalog import DatasetCatalog, MetadataCatalog
+from ...compat import DatasetCatalog, MetadataCatalog
 from .manifest import MANIFEST_NAME, read_manifest, split_stems
 
 __all__ = [

@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from ...utils.io import folder_lock, write_bytes_atomic
-from ..catalog import DatasetCatalog, MetadataCatalog
+from ...compat import DatasetCatalog, MetadataCatalog
 from .builtin import datasets_root
 from .manifest import IN_PROGRESS_NAME, MANIFEST_NAME, make_manifest, mark_in_progress, write_manifest
 from .sem_seg_folder import load_sem_seg_folder, register_sem_seg_dataset

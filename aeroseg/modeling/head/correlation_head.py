@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...config.configurable import configurable
+from ...compat import configurable
 from ...utils.errors import ConfigError
 from .back_projection import SemanticBackProjection
 from .correlation import CorrelationEmbedding, correlation_volume

@@ -1,12 +1,9 @@
-"""``DatasetCatalog`` / ``MetadataCatalog`` with detectron2's interface.
+"""``DatasetCatalog`` / ``MetadataCatalog`` with detectron2's interface, for environments without it.
 
-With detectron2 installed these *are* detectron2's catalogs, so datasets registered by AerOSeg
-are visible to detectron2's trainer and vice versa. Without it, a small implementation with the
-same methods is used.
+With detectron2 installed, :mod:`aeroseg.compat` gives detectron2's own catalogs instead, so
+datasets registered by AerOSeg are visible to detectron2's trainer and vice versa.
 """
 from typing import Any, Callable, Dict, List
-
-from ..utils.detectron2_compat import detectron2_available
 
 __all__ = ["DatasetCatalog", "MetadataCatalog", "Metadata"]
 
@@ -97,9 +94,5 @@ class _MetadataCatalog:
         self._metadata.clear()
 
 
-if detectron2_available():  # pragma: no cover - exercised only where detectron2 is installed
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-    from detectron2.data.catalog import Metadata  # noqa: F811
-else:
-    DatasetCatalog = _DatasetCatalog()
-    MetadataCatalog = _MetadataCatalog()
+DatasetCatalog = _DatasetCatalog()
+MetadataCatalog = _MetadataCatalog()

@@ -1,17 +1,16 @@
 """``@configurable``: construct a module either from plain arguments or from a config.
 
 detectron2's convention: ``Module(cfg)`` calls ``Module.from_config(cfg)`` to turn the config
-into keyword arguments, while ``Module(a=..., b=...)`` passes them directly. With detectron2
-installed its own decorator is used, so our modules behave identically inside detectron2.
+into keyword arguments, while ``Module(a=..., b=...)`` passes them directly. This is the
+decorator for environments without detectron2; with it, :mod:`aeroseg.compat` gives
+detectron2's own, so our modules behave identically inside detectron2.
 """
 import functools
 
 from fvcore.common.config import CfgNode
 
-from ..utils.detectron2_compat import detectron2_available
 
-
-def _aeroseg_configurable(init_func):
+def configurable(init_func):
     if init_func.__name__ != "__init__":
         raise TypeError("@configurable decorates __init__ methods only")
 
@@ -29,11 +28,3 @@ def _aeroseg_configurable(init_func):
         return init_func(self, **explicit)
 
     return wrapped
-
-
-if detectron2_available():  # pragma: no cover - exercised only where detectron2 is installed
-    from detectron2.config import configurable
-else:
-    configurable = _aeroseg_configurable
-
-__all__ = ["configurable"]
