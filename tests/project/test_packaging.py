@@ -2,6 +2,7 @@
 import ast
 import fnmatch
 import importlib
+import os
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,11 @@ def test_console_scripts_exist_and_answer_help(entry, capsys):
     assert "--config-file" in capsys.readouterr().out
 
 
+def _without_pythonpath() -> dict:
+    """This environment minus PYTHONPATH, which would make any checkout importable in the new venv."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
 def _fresh_venv(path: Path) -> Path:
     """A new virtualenv without AerOSeg that sees this environment's other packages (torch, ...).
 
@@ -70,7 +76,8 @@ def _fresh_venv(path: Path) -> Path:
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           check=True, capture_output=True, text=True).stdout.strip()
     Path(site, "_parent_environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    probe = subprocess.run([str(python), "-c", "import aeroseg"], capture_output=True, cwd=path)
+    probe = subprocess.run([str(python), "-c", "import aeroseg"], capture_output=True, cwd=path,
+                           env=_without_pythonpath())
     assert probe.returncode != 0, "the fresh virtualenv already imports aeroseg"
     return python
 
@@ -92,14 +99,15 @@ def test_console_scripts_work_after_installation(tmp_path, editable):
     source = _checkout_copy(tmp_path / "checkout")
     python = _fresh_venv(tmp_path / "venv")
     install = [str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index"]
+    env = _without_pythonpath()
     subprocess.run(install + (["-e", str(source)] if editable else [str(source)]), check=True, capture_output=True,
-                   cwd=tmp_path)
+                   cwd=tmp_path, env=env)
     for script in ("aeroseg-train", "aeroseg-predict"):
         result = subprocess.run([str(tmp_path / "venv" / "bin" / script), "--help"], capture_output=True, text=True,
-                                cwd=tmp_path)
+                                cwd=tmp_path, env=env)
         assert result.returncode == 0, f"{script} --help: {result.stderr[-2000:]}"
         assert "--config-file" in result.stdout
     shipped = subprocess.run([str(python), "-c", "from aeroseg import model_zoo; "
                               "print(model_zoo.get_config_file('demo/tiny_cpu.yaml'))"],
-                             capture_output=True, text=True, cwd=tmp_path, check=True).stdout.strip()
+                             capture_output=True, text=True, cwd=tmp_path, check=True, env=env).stdout.strip()
     assert Path(shipped).is_file() and (str(source) in shipped) == editable
