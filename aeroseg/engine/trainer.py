@@ -20,6 +20,7 @@ from ..solver import build_lr_scheduler, build_optimizer
 from ..utils import comm, cpu_info
 from .defaults import rng_state
 from .metrics import MetricsWriter
+from .preemption import TrainingInterrupted, stop_window
 from .resume import resume_or_load
 from .train_step import TrainingStep, build_ddp_model
 
@@ -66,6 +67,7 @@ class Trainer:
         self.last_results: Dict = {}
         self.skipped_samples: List[str] = []  # DATALOADER.SKIP_BAD_SAMPLES: errors of skipped samples
         self.out_of_range_pixels = 0  # DATALOADER.OUT_OF_RANGE_LABELS ignore: pixels mapped to ignore
+        self._stops = stop_window()  # a scheduler's stop requests (preemption.py); inert in plain runs
 
     # ------------------------------------------------------------------ state
     def resume_or_load(self, resume: bool = True) -> None:
@@ -87,10 +89,14 @@ class Trainer:
         return self.step(batch)
 
     def train(self) -> Dict:
-        """Run iterations ``start_iter .. MAX_ITER-1``; returns the last evaluation results."""
+        """Run iterations ``start_iter .. MAX_ITER-1``; returns the last evaluation results.
+
+        In a scheduler's job (:mod:`.preemption`) a stop request during the iterations ends the
+        run after the current one, with its training state saved (:class:`TrainingInterrupted`).
+        """
         cfg = self.cfg
-        logger.info("Starting training from iteration %d to %d", self.start_iter, self.max_iter)
         if self.start_iter >= self.max_iter:
+            logger.info("Starting training from iteration %d to %d", self.start_iter, self.max_iter)
             logger.info("Nothing to train: the checkpoint is already at iteration %d", self.start_iter)
             missing = self.missing_results()
             if missing:  # e.g. the run died during its final evaluation
@@ -101,25 +107,28 @@ class Trainer:
                 writer.write_scalars(self.max_iter - 1, flatten_results(self.last_results))
                 writer.close()
             return self.last_results
-        writer = MetricsWriter(cfg.OUTPUT_DIR, self.max_iter, enabled=comm.is_main_process(),
-                               start_iter=self.start_iter)
-        loader = iter(build_train_loader(cfg, start_iter=self.start_iter))
-        self.model.set_vocabulary(self.train_vocabulary)
-        self.ddp_model.train()
-        try:
-            for iteration in range(self.start_iter, self.max_iter):
-                start = time.perf_counter()
-                batch = next(loader)
-                data_time = time.perf_counter() - start
-                self._count_data_problems(batch, iteration)
-                losses = self.run_step(batch)
-                lr = max(g["lr"] for g in self.optimizer.param_groups)
-                self.scheduler.step()
-                writer.put(iteration, time.perf_counter() - start, data_time=data_time, lr=lr, **losses)
-                self._after_step(iteration, writer)
-        finally:
-            writer.close()
-            self._report_data_problems()
+        self._stops = stop_window()
+        with self._stops:  # from here a scheduler's stop request waits for the end of the iteration
+            logger.info("Starting training from iteration %d to %d", self.start_iter, self.max_iter)
+            writer = MetricsWriter(cfg.OUTPUT_DIR, self.max_iter, enabled=comm.is_main_process(),
+                                   start_iter=self.start_iter)
+            try:
+                loader = iter(build_train_loader(cfg, start_iter=self.start_iter))
+                self.model.set_vocabulary(self.train_vocabulary)
+                self.ddp_model.train()
+                for iteration in range(self.start_iter, self.max_iter):
+                    start = time.perf_counter()
+                    batch = next(loader)
+                    data_time = time.perf_counter() - start
+                    self._count_data_problems(batch, iteration)
+                    losses = self.run_step(batch)
+                    lr = max(g["lr"] for g in self.optimizer.param_groups)
+                    self.scheduler.step()
+                    writer.put(iteration, time.perf_counter() - start, data_time=data_time, lr=lr, **losses)
+                    self._after_step(iteration, writer)
+            finally:
+                writer.close()
+                self._report_data_problems()
         return self.last_results
 
     def missing_results(self):
@@ -151,6 +160,8 @@ class Trainer:
         name = periodic_checkpoint_name(iteration, cfg.SOLVER.CHECKPOINT_PERIOD, self.max_iter)
         if name:
             self._save(name, iteration)
+        if final:
+            self._stops.close()  # model_final is saved: a stop from now on hands over at once
         eval_period = cfg.TEST.EVAL_PERIOD
         if cfg.DATASETS.TEST and (final or (eval_period > 0 and (iteration + 1) % eval_period == 0)):
             self.last_results = self.test(cfg, self.model)
@@ -158,6 +169,19 @@ class Trainer:
             self.model.set_vocabulary(self.train_vocabulary)
             self.ddp_model.train()
         comm.synchronize()
+        if not final and self._stops.requested():
+            self._stop(iteration, saved=name)
+
+    def _stop(self, iteration: int, saved) -> None:
+        """A scheduler asked the run to stop: save this iteration's whole training state (unless
+        its periodic checkpoint just did), the one ``--resume`` continues exactly, and leave."""
+        name = saved or f"model_{iteration:07d}"  # the periodic checkpoints' naming
+        if not saved:
+            self._save(name, iteration)
+        comm.synchronize()
+        logger.info("Stopped after iteration %d on the scheduler's request; %s.pth holds the training state "
+                    "that --resume continues", iteration, name)
+        raise TrainingInterrupted(iteration, f"{name}.pth")
 
     # ------------------------------------------------------------------ evaluation
     @classmethod
