@@ -1,6 +1,7 @@
 from setuptools import find_packages, setup
 
 SAM2 = "sam2==1.1.0; python_version >= '3.10'"
+SUBMITIT = "submitit>=1.5"
 # Console scripts (tests/test_packaging.py checks that each target exists and answers --help).
 ENTRY_POINTS = [
     "aeroseg-train = aeroseg.engine.train_net:run",
@@ -47,8 +48,10 @@ setup(
         # SAM 2 / 2.1 guidance encoders (paper Table 6). Optional: sam2 needs Python >= 3.10 and
         # torch >= 2.5.1, and its iopath>=0.1.10 clashes with detectron2's iopath<0.1.10 pin.
         "sam2": [SAM2],
-        # Development: the test suite, which also covers the SAM 2 code paths.
-        "dev": ["pytest>=7.0", "ruff>=0.5", SAM2],
+        # Submitting runs to SLURM (--launcher slurm|local, docs/CLUSTER.md).
+        "cluster": [SUBMITIT],
+        # Development: the test suite, which also covers the SAM 2 code paths and the launcher.
+        "dev": ["pytest>=7.0", "ruff>=0.5", SAM2, SUBMITIT],
     },
     classifiers=[
         "License :: OSI Approved :: Apache Software License",

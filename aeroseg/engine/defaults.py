@@ -141,6 +141,8 @@ def default_setup(cfg, args) -> logging.Logger:
                        lock.stale_holder)
         lock.stale_holder = None
     logger.info("Rank %d of %d; command line: %s", comm.get_rank(), comm.get_world_size(), " ".join(sys.argv))
+    if getattr(args, "launch_info", None):  # a submitted job: which one (aeroseg.engine.submit)
+        logger.info("%s", args.launch_info)
     logger.info("torch %s, CUDA available: %s", torch.__version__, torch.cuda.is_available())
     if getattr(args, "config_file", ""):
         logger.info("Config file %s", args.config_file)

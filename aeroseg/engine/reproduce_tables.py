@@ -9,6 +9,9 @@
     python tools/reproduce_tables.py --run --table 2 --weights-dir checkpoints/
     # the report: markdown tables, ours beside the paper's, also written to <output-dir>/tables.md
     python tools/reproduce_tables.py --report --results-dir output/tables
+    # on a SLURM cluster: one job per run (a job array, at most 8 at once), then their state
+    python tools/reproduce_tables.py --run --table 3 --launcher slurm --partition gpu --gpus-per-node 4 --max-parallel 8
+    python tools/reproduce_tables.py --status --table 3
 
 A config's results live in ``<results-dir>/<config id>/inference/<test set>/sem_seg_results.json``
 with ``<config id>`` its path below ``configs/`` without ``.yaml`` (e.g. ``isaid/aeroseg_vitb``);
@@ -29,7 +32,10 @@ from typing import Dict, List, Optional, Sequence
 from aeroseg.evaluation.paper_tables import DATASETS, TABLES, TEST_SETS, Table, config_id
 from aeroseg.evaluation.sem_seg_evaluation import results_path
 from aeroseg.model_zoo import get_config_file
+from aeroseg.utils.errors import AerOSegError, LauncherError
 from aeroseg.utils.io import write_text_atomic
+
+from . import submit
 
 MISSING = "missing"
 
@@ -128,16 +134,21 @@ def find_weights(weights_dir: Path, config: str) -> Optional[Path]:
     return None
 
 
+def train_arguments(config: str, results_dir: Path, weights: Optional[Path], opts: Sequence[str]) -> List[str]:
+    """aeroseg-train's arguments for one run: train (or continue) it, or evaluate ``weights``."""
+    argv = ["--config-file", get_config_file(config_id(config) + ".yaml")]
+    argv += ["--eval-only", "MODEL.WEIGHTS", str(weights)] if weights else ["--resume"]
+    return argv + ["OUTPUT_DIR", str(results_dir / config_id(config)), *opts]
+
+
 def run_command(config: str, results_dir: Path, num_gpus: int, weights: Optional[Path],
                 opts: Sequence[str]) -> List[str]:
-    config_file = get_config_file(config_id(config) + ".yaml")
-    cmd = [sys.executable, "-m", "aeroseg.engine.train_net", "--config-file", config_file,
-           "--num-gpus", str(num_gpus)]
-    cmd += ["--eval-only", "MODEL.WEIGHTS", str(weights)] if weights else ["--resume"]
-    return cmd + ["OUTPUT_DIR", str(results_dir / config_id(config)), *opts]
+    argv = train_arguments(config, results_dir, weights, opts)
+    return [sys.executable, "-m", "aeroseg.engine.train_net", *argv[:2], "--num-gpus", str(num_gpus), *argv[2:]]
 
 
 def run(args) -> int:
+    """``--run`` without a launcher: each run as a local process (``--jobs`` at once)."""
     runs = planned_runs(args.table, args.rows, args.datasets)
     pending = []
     for config, dataset in runs:
@@ -177,21 +188,153 @@ def run(args) -> int:
     return 1 if failures else 0
 
 
+# ----------------------------------------------------------------------------- runs as submitted jobs
+def _check_run(argv: Sequence[str], launcher_args):
+    """The run's config loads and its job could start (one-line errors); returns the config."""
+    from .defaults import default_argument_parser
+    from .train_net import load_config
+
+    args = default_argument_parser().parse_args(list(argv))
+    cfg = load_config(args)
+    submit.check_job_config(cfg, launcher_args, train=not args.eval_only)
+    return cfg
+
+
+def run_submitted(args) -> int:
+    """``--run --launcher slurm|local``: one submitit job per run that is neither done nor active.
+
+    Everything is checked before the first submission (options, SLURM, every run's config and
+    datasets). SLURM: one job array, at most ``--max-parallel`` running at once, and this returns
+    at once. Local: at most ``--max-parallel`` (default 1) jobs at once, waiting for all.
+    """
+    if args.jobs is not None or args.devices:
+        raise LauncherError("--jobs and --devices share out this machine's GPUs among direct runs; with "
+                            "--launcher use --max-parallel (jobs at once) and --gpus-per-node")
+    if args.max_parallel is not None and args.max_parallel < 1:
+        raise LauncherError(f"--max-parallel {args.max_parallel}: expected a positive number")
+    submit.check_launcher(args)
+    submitit = submit.require_submitit(args.launcher)
+    if args.launcher == "slurm":
+        submit.check_slurm(args.partition)
+    runs = planned_runs(args.table, args.rows, args.datasets)
+    outs = [args.results_dir / config_id(config) for config, _ in runs]
+    statuses = submit.job_statuses([submit.read_record(out) for out in outs])
+    todo = []
+    for (config, dataset), out, status in zip(runs, outs, statuses):
+        name = config_id(config)
+        if results_file(args.results_dir, config, dataset).is_file():
+            print(f"[done]    {name}")
+            continue
+        if status is not None and status.active:
+            print(f"[{status.state}] {name}: job {status.job_id} (not submitted again)")
+            continue
+        weights = None
+        if args.weights_dir:
+            weights = find_weights(args.weights_dir, config)
+            if weights is None:
+                print(f"[no weights] {name}: none under {args.weights_dir}; skipped")
+                continue
+        argv = train_arguments(config, args.results_dir, weights, args.opts)
+        todo.append((name, out, argv, submit.uses_gpus(_check_run(argv, args))))
+    folder = (args.slurm_dir or args.results_dir / "slurm").resolve()
+    for name, _, argv, _ in todo:
+        print(f"[submit]  {name}: aeroseg-train {' '.join(argv)}", flush=True)
+    if args.dry_run or not todo:
+        return 0
+    if args.launcher == "slurm":
+        for gpus in sorted({t[3] for t in todo}):  # one array per kind of resources
+            group = [t for t in todo if t[3] == gpus]
+            jobs = submit.submit_and_record(
+                lambda: submit.build_executor(submitit, args, folder, gpus, job_name="aeroseg-tables",
+                                              array_parallelism=args.max_parallel),
+                [(out, argv) for _, out, argv, _ in group], "slurm", folder)
+            for (name, *_), job in zip(group, jobs):
+                print(f"[queued]  {name}: SLURM job {job.job_id}")
+        print(f"submitit's files and the jobs' output: {folder}; their state: tools/reproduce_tables.py --status "
+              f"--results-dir {args.results_dir}")
+        return 0
+    return _run_local(args, submitit, folder, todo)
+
+
+def _run_local(args, submitit, folder: Path, todo: list) -> int:
+    limit, queue, active, failures = args.max_parallel or 1, list(todo), [], 0
+    try:
+        while queue or active:
+            while queue and len(active) < limit:
+                name, out, argv, gpus = queue.pop(0)
+                job = submit.submit_and_record(
+                    lambda: submit.build_executor(submitit, args, folder, gpus, job_name=f"aeroseg-{name}"),
+                    [(out, argv)], "local", folder)[0]
+                print(f"[running] {name}: local job {job.job_id}", flush=True)
+                active.append((name, job))
+            time.sleep(0.5)
+            for name, job in [entry for entry in active if entry[1].done()]:
+                active.remove((name, job))
+                failure = submit.wait_local([job])[0]
+                if failure is None:
+                    print(f"[finished] {name}: local job {job.job_id}", flush=True)
+                else:
+                    failures += 1
+                    print(f"[failed]  {name}: local job {job.job_id}: {failure}", flush=True)
+    except KeyboardInterrupt:
+        for _, job in active:
+            job.cancel(check=False)
+        raise
+    return 1 if failures else 0
+
+
+def status(args) -> int:
+    """``--status``: per run done / pending / running / requeued / failed / not submitted."""
+    runs = planned_runs(args.table, args.rows, args.datasets)
+    outs = [args.results_dir / config_id(config) for config, _ in runs]
+    statuses = submit.job_statuses([submit.read_record(out) for out in outs])
+    counts: Dict[str, int] = {}
+    width = max((len(config_id(config)) for config, _ in runs), default=0)
+    for (config, dataset), job in zip(runs, statuses):
+        detail = ""
+        if results_file(args.results_dir, config, dataset).is_file():
+            state = "done"
+        elif job is None:
+            state = "not submitted"
+        elif job.state == "finished":  # the job ended well, but without this run's results
+            state, detail = "failed", f"the job ended without results for {TEST_SETS[dataset]}"
+        else:
+            state, detail = job.state, job.detail if job.state in ("failed", "unknown") else ""
+        line = f"{state:<13} {config_id(config):<{width}}"
+        if job is not None and job.job_id:
+            line += f"  job {job.job_id}" + (f" (requeued {job.requeues}x)" if job.requeues else "")
+        if detail:
+            line += f": {detail}"
+        if state == "failed" and job is not None and job.log:
+            line += f" [log: {job.log}]"
+        print(line)
+        counts[state] = counts.get(state, 0) + 1
+    print(", ".join(f"{n} {state}" for state, n in counts.items()) or "no runs selected")
+    return 0
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--run", action="store_true", help="train and/or evaluate the selected rows")
     mode.add_argument("--report", action="store_true", help="print (and write) the comparison tables")
+    mode.add_argument("--status", action="store_true",
+                      help="each selected run's state: done, pending, running, requeued, failed (with the job id "
+                           "and the last line of a failed job's log) or not submitted")
     p.add_argument("--table", nargs="+", default=sorted(TABLES), choices=sorted(TABLES), help="tables (default: all)")
     p.add_argument("--rows", nargs="+", help="row names as in the paper, e.g. Baseline Config-A")
     p.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), help="restrict --run to these datasets")
     p.add_argument("--results-dir", type=Path, default=Path("output/tables"), help="where runs write their results")
     p.add_argument("--output-dir", type=Path, help="where tables.md goes (default: --results-dir)")
     p.add_argument("--weights-dir", type=Path, help="evaluate checkpoints found here instead of training")
-    p.add_argument("--num-gpus", type=int, default=1, help="GPUs per run (train_net.py --num-gpus)")
-    p.add_argument("--jobs", type=int, default=1, help="runs at the same time, as separate processes")
+    p.add_argument("--num-gpus", type=int, help="GPUs per run (train_net.py --num-gpus; default 1)")
+    p.add_argument("--jobs", type=int, help="runs at the same time, as separate processes (default 1)")
     p.add_argument("--devices", help="GPU ids shared out among --jobs, e.g. 0,1,2,3")
     p.add_argument("--dry-run", action="store_true", help="print the commands without running them")
+    submit.add_launcher_arguments(p, slurm_dir_default="<results-dir>/slurm")
+    p.add_argument("--max-parallel", type=int, metavar="N",
+                   help="with --launcher: jobs running at once (SLURM: the job array's limit, default none; "
+                        "local: default 1)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides passed to every run")
     return p.parse_args(argv)
 
@@ -202,6 +345,19 @@ def main(argv=None) -> int:
     if args.report:
         print(report(args.table, args.results_dir, args.output_dir or args.results_dir))
         return 0
+    if args.status:
+        return status(args)
+    try:
+        if args.launcher != "none":
+            return run_submitted(args)
+        if args.max_parallel is not None:
+            raise LauncherError("--max-parallel limits submitted jobs: add --launcher slurm (or local); runs on "
+                                "this machine without a launcher use --jobs")
+        submit.check_launcher(args)
+    except AerOSegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args.num_gpus, args.jobs = args.num_gpus or 1, args.jobs or 1
     args.results_dir.mkdir(parents=True, exist_ok=True)
     return run(args)
 

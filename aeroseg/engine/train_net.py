@@ -6,6 +6,7 @@
     python tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS output/model_final.pth
     python tools/train_net.py --config-file CFG --resume
     python tools/train_net.py --config-file CFG --engine detectron2   # detectron2's DefaultTrainer
+    python tools/train_net.py --config-file CFG --launcher slurm --partition gpu --nodes 2 --gpus-per-node 8
 
 Results (s-/u-/h-mIoU) are printed and written to OUTPUT_DIR/inference/<dataset>/.
 """
@@ -24,10 +25,12 @@ from aeroseg.modeling.meta_arch import TRAINING_ONLY_PREFIXES
 from aeroseg.utils import comm
 from aeroseg.compat import detectron2_available
 from aeroseg.engine.output_lock import release_output_dir_lock
+from aeroseg.engine.submit import add_launcher_arguments, check_launcher, submit_training
 from aeroseg.utils.errors import AerOSegError, ConfigError, one_line
 
 
-def setup(args):
+def load_config(args):
+    """The frozen config of ``--config-file`` and the command-line overrides (one-line errors)."""
     if not args.config_file:  # get_cfg() alone holds detectron2's defaults, not AerOSeg's (Base-AerOSeg.yaml)
         raise ConfigError("--config-file is required, e.g. configs/demo/tiny_cpu.yaml (every config inherits "
                           "configs/Base-AerOSeg.yaml)")
@@ -49,6 +52,11 @@ def setup(args):
         raise ConfigError(f"{args.config_file}: cannot read {missing} ({exc.strerror or 'unreadable'}); "
                           f"check its _BASE_ path (relative to the file that names it)") from None
     cfg.freeze()
+    return cfg
+
+
+def setup(args):
+    cfg = load_config(args)
     register_datasets_from_config(cfg)
     default_setup(cfg, args)
     return cfg
@@ -93,8 +101,14 @@ def _main(args):
 
 
 def run(argv=None) -> int:
-    args = default_argument_parser().parse_args(argv)
+    parser = default_argument_parser()
+    add_launcher_arguments(parser)
+    args = parser.parse_args(argv)
     try:
+        if args.launcher != "none":  # submitit: SLURM, or this machine (docs/CLUSTER.md)
+            return submit_training(args, parser)
+        check_launcher(args)  # no job options without a job
+        args.num_gpus = 1 if args.num_gpus is None else args.num_gpus
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                dist_url=args.dist_url, args=(args,))
     except AerOSegError as exc:

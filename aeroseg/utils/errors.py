@@ -26,6 +26,10 @@ class OutputDirError(AerOSegError, RuntimeError):
     """The output folder cannot be used: another run holds it, or it cannot be written."""
 
 
+class LauncherError(AerOSegError, RuntimeError):
+    """A job cannot be submitted (--launcher): bad options, no scheduler, or the scheduler refused."""
+
+
 def one_line(text: str, limit: int = 400) -> str:
     """Collapse ``text`` (e.g. a wrapped library error) to one line of at most ``limit`` chars."""
     flat = " ".join(str(text).split())
