@@ -299,6 +299,9 @@ def submit_jobs(executor_factory, jobs: Sequence[TrainJob], launcher: str) -> li
     except Exception as exc:  # sbatch's refusal (FailedJobError with its stderr), an unreadable answer...
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         reason = next((line for line in lines if "error" in line.lower()), lines[-1] if lines else type(exc).__name__)
+        if type(exc).__name__ == "FailedSubmissionError":  # sbatch answered, but without a job id
+            raise LauncherError(f"--launcher {launcher}: sbatch's answer names no job id ({one_line(reason, 200)}); "
+                                f"check squeue before submitting again, the job may be queued") from None
         raise LauncherError(f"--launcher {launcher}: the submission was refused, nothing is queued: "
                             f"{one_line(reason, 300)}") from None
 
