@@ -75,14 +75,24 @@ def test_local_job_equals_the_direct_run_and_resubmitted_finished_run_only_evalu
     _assert_same_weights(job, direct)
 
 
-def test_two_task_job_equals_the_two_process_ddp_run(tmp_path):
+DDP = ("SOLVER.MAX_ITER", "8", *TINY)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory, datasets_dir):
+    """The reference: ``--num-gpus 2`` (two processes, gloo), uninterrupted."""
+    out = tmp_path_factory.mktemp("ddp") / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AEROSEG_DATASETS", str(datasets_dir))
+        assert run_train_net(out, *DDP, flags=("--num-gpus", "2")) == 0
+    return out
+
+
+def test_two_task_job_equals_the_two_process_ddp_run(tmp_path, ddp_run):
     """The job's two tasks form one DDP run from submitit's environment: the same weights, bit for
     bit, as ``--num-gpus 2`` (tests/engine/test_training_loop.py compares that with one process)."""
-    opts = ("SOLVER.MAX_ITER", "3", *TINY, "SOLVER.OPTIMIZER", "SGD", "SOLVER.MOMENTUM", "0.0",
-            "SOLVER.BASE_LR", "0.1", "SOLVER.CLIP_GRADIENTS.ENABLED", "False")
-    assert run_train_net(tmp_path / "ddp", *opts, flags=("--num-gpus", "2")) == 0
-    assert run_train_net(tmp_path / "job", *opts, flags=("--launcher", "local", "--gpus-per-node", "2")) == 0
-    _assert_same_weights(tmp_path / "job", tmp_path / "ddp")
+    assert run_train_net(tmp_path / "job", *DDP, flags=("--launcher", "local", "--gpus-per-node", "2")) == 0
+    _assert_same_weights(tmp_path / "job", ddp_run)
     job_id = _record(tmp_path / "job")["job_id"]
     log = (tmp_path / "job" / "log.txt").read_text()
     assert f"job {job_id}, attempt 1: 1 node(s), world size 2 (this task: rank 0" in log
@@ -90,8 +100,9 @@ def test_two_task_job_equals_the_two_process_ddp_run(tmp_path):
 
 
 def _preempt_when_training(out: Path, sent: dict) -> None:
-    """What SLURM does on preemption or before the time limit: send the job's signal to its task
-    (here as soon as the first attempt starts training; the task's PID is in the run's lock)."""
+    """What SLURM does on preemption or before the time limit: send the job's signal to its task,
+    here as soon as the first attempt starts training, and only to the main task (its PID is in
+    the run's lock): the other one has to learn it from the main task."""
     deadline = time.time() + 300
     while time.time() < deadline:
         log = out / "log.txt"
@@ -103,33 +114,33 @@ def _preempt_when_training(out: Path, sent: dict) -> None:
         time.sleep(0.005)
 
 
-def test_preempted_job_saves_is_requeued_and_ends_bit_identical(tmp_path):
-    opts = ("SOLVER.MAX_ITER", "8", *TINY)
-    assert run_train_net(tmp_path / "direct", *opts) == 0
+def test_preempted_two_task_job_saves_is_requeued_and_ends_bit_identical(tmp_path, ddp_run):
     out, sent = tmp_path / "job", {}
     thread = threading.Thread(target=_preempt_when_training, args=(out, sent), daemon=True)
     thread.start()
-    assert run_train_net(out, *opts, flags=("--launcher", "local")) == 0
+    assert run_train_net(out, *DDP, flags=("--launcher", "local", "--gpus-per-node", "2")) == 0
     thread.join()
     assert sent, "the job never started training"
 
-    log = (out / "log.txt").read_text()
+    log, log1 = (out / "log.txt").read_text(), (out / "log.txt.rank1").read_text()
     stopped = [int(i) for i in re.findall(r"Stopped after iteration (\d+) on the scheduler's request", log)]
     assert len(stopped) == 1 and 0 <= stopped[0] < 7, stopped
     stop = stopped[0]
+    assert f"Stopped after iteration {stop} on the scheduler's request" in log1  # both ranks, same iteration
     # the checkpoint was written at the signal (CHECKPOINT_PERIOD 0 writes none before model_final)...
     assert torch.load(out / f"model_{stop:07d}.pth", weights_only=True)["iteration"] == stop
-    # ...and the requeued attempt continued from it, training no iteration twice
-    assert f"Resumed from {out / f'model_{stop:07d}.pth'} at iteration {stop + 1}" in log
-    assert log.count("Starting training from iteration 0 ") == 1
-    assert f"Starting training from iteration {stop + 1} to 8" in log
+    # ...and the requeued attempt continued from it on both ranks, training no iteration twice
+    for text in (log, log1):
+        assert f"Resumed from {out / f'model_{stop:07d}.pth'} at iteration {stop + 1}" in text
+        assert text.count("Starting training from iteration 0 ") == 1
+        assert f"Starting training from iteration {stop + 1} to 8" in text
     record = _record(out)
-    job = submitit.LocalJob(record["folder"], record["job_id"])
-    assert "Requeued job" in job.stderr()  # submitit's own requeue, after calling TrainJob.checkpoint()
+    job = submitit.LocalJob(record["folder"], record["job_id"], tasks=[0, 1])
+    assert "Requeued job" in job.task(0).stderr()  # submitit's own requeue, after TrainJob.checkpoint()
     resubmitted = job.submission().function
     assert resubmitted.requeues == 1 and resubmitted.argv[0] == "--resume"
     assert f"job {record['job_id']}, attempt 2" in log
-    _assert_same_weights(out, tmp_path / "direct")
+    _assert_same_weights(out, ddp_run)
 
 
 def _tiny_tables(tmp_path, monkeypatch, fab):
