@@ -27,6 +27,9 @@ submitit = pytest.importorskip("submitit")  # the "cluster" extra (in "dev")
 pytestmark = pytest.mark.usefixtures("datasets_env")
 
 TINY = ("SOLVER.CHECKPOINT_PERIOD", "0", "DATASETS.TEST", "()")
+# A job that hangs (a broken change) is stopped by submitit's local controller after 5 minutes
+# instead of blocking the suite; the tests' jobs take seconds.
+LOCAL = ("--launcher", "local", "--timeout", "5", "--signal-delay", "60")
 
 
 def _weights(out, name="model_final.pth"):
@@ -50,7 +53,7 @@ def test_local_job_equals_the_direct_run_and_resubmitted_finished_run_only_evalu
     opts = (*fab_opts, "SOLVER.MAX_ITER", "3")  # with the final evaluation
     direct, job = tmp_path / "direct", tmp_path / "job"
     assert run_train_net(direct, *opts) == 0
-    assert run_train_net(job, *opts, flags=("--launcher", "local")) == 0
+    assert run_train_net(job, *opts, flags=LOCAL) == 0
     _assert_same_weights(job, direct)
     results = job / "inference" / f"{name}_val" / "sem_seg_results.json"
     expected = json.loads((direct / "inference" / f"{name}_val" / "sem_seg_results.json").read_text())
@@ -68,7 +71,7 @@ def test_local_job_equals_the_direct_run_and_resubmitted_finished_run_only_evalu
 
     # what a requeued job does with a finished run (--resume): evaluate what is missing, train nothing
     results.unlink()
-    assert run_train_net(job, *opts, flags=("--launcher", "local", "--resume")) == 0
+    assert run_train_net(job, *opts, flags=(*LOCAL, "--resume")) == 0
     log = (job / "log.txt").read_text().split("attempt 1")[-1]
     assert "Nothing to train: the checkpoint is already at iteration 3" in log
     assert json.loads(results.read_text()) == expected
@@ -91,7 +94,7 @@ def ddp_run(tmp_path_factory, datasets_dir):
 def test_two_task_job_equals_the_two_process_ddp_run(tmp_path, ddp_run):
     """The job's two tasks form one DDP run from submitit's environment: the same weights, bit for
     bit, as ``--num-gpus 2`` (tests/engine/test_training_loop.py compares that with one process)."""
-    assert run_train_net(tmp_path / "job", *DDP, flags=("--launcher", "local", "--gpus-per-node", "2")) == 0
+    assert run_train_net(tmp_path / "job", *DDP, flags=(*LOCAL, "--gpus-per-node", "2")) == 0
     _assert_same_weights(tmp_path / "job", ddp_run)
     job_id = _record(tmp_path / "job")["job_id"]
     log = (tmp_path / "job" / "log.txt").read_text()
@@ -118,7 +121,7 @@ def test_preempted_two_task_job_saves_is_requeued_and_ends_bit_identical(tmp_pat
     out, sent = tmp_path / "job", {}
     thread = threading.Thread(target=_preempt_when_training, args=(out, sent), daemon=True)
     thread.start()
-    assert run_train_net(out, *DDP, flags=("--launcher", "local", "--gpus-per-node", "2")) == 0
+    assert run_train_net(out, *DDP, flags=(*LOCAL, "--gpus-per-node", "2")) == 0
     thread.join()
     assert sent, "the job never started training"
 
@@ -173,7 +176,7 @@ def test_reproduce_tables_runs_two_rows_as_local_jobs_and_shows_them(tmp_path, m
     assert re.findall(r"^not submitted +isaid/tiny_[ab]$", capsys.readouterr().out, re.M) == [
         "not submitted isaid/tiny_a", "not submitted isaid/tiny_b"]
 
-    assert reproduce_tables.main(["--run", "--launcher", "local", "--max-parallel", "2", *common]) == 0
+    assert reproduce_tables.main(["--run", *LOCAL, "--max-parallel", "2", *common]) == 0
     out = capsys.readouterr().out
     ids = {name: _record(res / "isaid" / name)["job_id"] for name in ("tiny_a", "tiny_b")}
     assert ids["tiny_a"] != ids["tiny_b"]
@@ -196,7 +199,7 @@ def test_reproduce_tables_runs_two_rows_as_local_jobs_and_shows_them(tmp_path, m
         assert ours.split("|")[3:5] == [f" {metrics['h-mIoU']:.2f} ", f" {metrics['mIoU']:.2f} "]
 
     # done runs are not submitted again
-    assert reproduce_tables.main(["--run", "--launcher", "local", *common]) == 0
+    assert reproduce_tables.main(["--run", *LOCAL, *common]) == 0
     out = capsys.readouterr().out
     assert "[done]    isaid/tiny_a" in out and "[done]    isaid/tiny_b" in out and "[submit]" not in out
 
@@ -371,7 +374,7 @@ def test_missing_submitit_or_sbatch_is_one_line(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
         patch.setitem(sys.modules, "submitit", None)  # import submitit -> ImportError
-        assert run_train_net(out, flags=("--launcher", "local")) == 2
+        assert run_train_net(out, flags=LOCAL) == 2
     assert error_line(capsys) == ('error: --launcher local needs submitit, which is not installed: '
                                   'pip install "aeroseg[cluster]"')
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
@@ -383,7 +386,7 @@ def test_missing_submitit_or_sbatch_is_one_line(tmp_path, monkeypatch, capsys):
 def test_failed_local_job_is_one_line_with_its_log(tmp_path, capsys):
     out, weights = tmp_path / "run", tmp_path / "moved_away.pth"  # fails inside the job, at loading
     assert run_train_net(out, "SOLVER.MAX_ITER", "1", "MODEL.WEIGHTS", str(weights), *TINY,
-                         flags=("--launcher", "local")) == 2
+                         flags=LOCAL) == 2
     err = error_line(capsys)
     job_id = _record(out)["job_id"]
     assert err.startswith(f"error: local job {job_id} failed: ") and f"checkpoint {weights} does not exist" in err
