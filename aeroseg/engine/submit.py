@@ -396,14 +396,22 @@ def _last_line(path: Path) -> str:
     return lines[-1] if lines else ""
 
 
-def failure_line(job) -> str:
-    """The last line of a failed job's error: its traceback, else its stderr, else its stdout."""
+def failure_line(job, local: bool = False) -> str:
+    """The last line of a failed job's error: its traceback, else its stderr, else its stdout.
+
+    ``local``: a job without a scheduler state that says why it ended; one without a result
+    (killed, or stopped at its time limit) is said to be so.
+    """
     result = _result(job)
     if result and result[0] == "error":
         lines = [line.strip() for line in str(result[1]).splitlines() if line.strip()]
         if lines:
             return one_line(lines[-1], 300)
-    return one_line(_last_line(job.paths.stderr) or _last_line(job.paths.stdout), 300)
+    last = one_line(_last_line(job.paths.stderr) or _last_line(job.paths.stdout), 300)
+    if local and result is None:
+        return "the job ended without a result (killed, or stopped at its time limit)" + \
+            (f"; the last line of its log: {last}" if last else "")
+    return last
 
 
 def _main_task(job):
@@ -464,10 +472,10 @@ def _status(record: dict, job) -> JobStatus:
         status.state = "finished"
         return status
     status.state = "failed"
-    line = failure_line(main)
-    if result is None and record["launcher"] == "local":
-        line = line or "the job ended without a result (killed?)"
-    status.detail = f"{scheduler_state}: {line}" if record["launcher"] == "slurm" else line
+    if record["launcher"] == "slurm":
+        status.detail = f"{scheduler_state}: {failure_line(main)}"
+    else:
+        status.detail = failure_line(main, local=True)
     return status
 
 
@@ -569,7 +577,7 @@ def wait_local(jobs: Sequence) -> List[Optional[str]]:
                 job.results()
                 failures.append(None)
             except Exception:  # FailedJobError / UncompletedJobError carry whole tracebacks
-                failures.append(failure_line(_main_task(job)) or "the job ended without a result")
+                failures.append(failure_line(_main_task(job), local=True))
     except KeyboardInterrupt:
         for job in jobs:
             job.cancel(check=False)

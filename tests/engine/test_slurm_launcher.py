@@ -393,3 +393,10 @@ def test_failed_local_job_is_one_line_with_its_log(tmp_path, capsys):
     assert err.endswith(f"(log: {out / 'slurm' / f'{job_id}_0_log.err'})")
     status = submit.job_statuses([_record(out)])[0]
     assert status.state == "failed" and f"checkpoint {weights} does not exist" in status.detail
+    # a job killed (or stopped at its time limit) leaves no result: said so, with its log's last line
+    (out / "slurm" / f"{job_id}_0_result.pkl").unlink()
+    (out / "slurm" / f"{job_id}_0_log.err").write_text("...\nsubmitit WARNING - Bypassing signal SIGTERM\n")
+    status = submit.job_statuses([_record(out)])[0]
+    assert status.state == "failed" and status.detail == (
+        "the job ended without a result (killed, or stopped at its time limit); the last line of its log: "
+        "submitit WARNING - Bypassing signal SIGTERM")
