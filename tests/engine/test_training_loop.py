@@ -125,7 +125,7 @@ def test_detectron2_engine_needs_detectron2(tmp_path, capsys):
     from aeroseg.compat import detectron2_available
 
     if detectron2_available():
-        pytest.skip("detectron2 is installed: covered by tests/test_detectron2_integration.py")
+        pytest.skip("detectron2 is installed: covered by tests/engine/test_detectron2_integration.py")
     assert _run(tmp_path / "d2", flags=("--engine", "detectron2")) == 2
     assert "needs detectron2 installed" in capsys.readouterr().err
 
