@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Write the golden tensors that ``tests/test_reference_parity.py`` compares AerOSeg against.
+"""Write the golden tensors that ``tests/parity/`` (test_catseg_ovrs_head_parity.py) compares AerOSeg against.
 
 The reference modules are imported from checkouts of CAT-Seg (github cvlab-kaist/CAT-Seg) and
 OVRS (github caoql98/OVRS) *by file path*: their ``model.py`` needs only torch, einops and timm,

@@ -15,7 +15,7 @@ would hide a wrong bias), runs the dense path on a fixed input and saves to
   ``in_proj_weight``), so the test needs neither CAT-Seg nor a conversion;
 * ``dense``: (N, 1 + L, D) CAT-Seg's ``encode_image(x, dense=True)`` output (class token first).
 
-``tests/test_reference_parity_clip.py`` rebuilds our backbone from it and compares to 1e-5.
+``tests/parity/test_catseg_dense_clip_parity.py`` rebuilds our backbone from it and compares to 1e-5.
 """
 import argparse
 import importlib.util
