@@ -1,7 +1,8 @@
 """The AerOSeg meta-architecture (paper Fig. 2): CLIP + guidance encoder + correlation head."""
 import logging
 from contextlib import contextmanager
-from typing import Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,7 @@ from .head import BACK_PROJECTION_TARGETS, CorrelationHead
 from .head.decoder import resize_feature_map
 from .losses import segmentation_bce_loss, semantic_back_projection_loss
 
-__all__ = ["AerOSeg", "TRAINING_ONLY_PREFIXES"]
+__all__ = ["AerOSeg", "ImageEncoding", "TRAINING_ONLY_PREFIXES"]
 
 # Weights that serve the training loss only: the back-projection concatenates the training
 # classes (Eq. 7), so its size follows the training vocabulary while inference works with any.
@@ -209,36 +210,101 @@ class AerOSeg(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
         images = [item["image"].to(self.device) for item in batched_inputs]
+        encoding = self.encode_images(images)
+        if not self.training:
+            sizes = [(int(item.get("height", image.shape[-2])), int(item.get("width", image.shape[-1])))
+                     for item, image in zip(batched_inputs, images)]
+            return self.segment_encoded(encoding, sizes)
+
+        logits, refined = self._head(encoding)
+        targets = [item["sem_seg"].to(self.device) for item in batched_inputs]
+        losses = {"loss_bce": self.bce_weight * segmentation_bce_loss(
+            logits, targets, self.ignore_value, ignored=self.bce_ignored)}
+        if self.head.back_projection is not None:
+            reconstruction = self.head.back_projection(refined)
+            target = self._back_projection_target(encoding)
+            target = resize_feature_map(target, reconstruction.shape[-2:])
+            losses["loss_sem"] = self.sem_weight * semantic_back_projection_loss(reconstruction, target)
+        return losses
+
+    def encode_images(self, images: Sequence[torch.Tensor]) -> "ImageEncoding":
+        """The part of the forward that depends on the images only: CLIP's dense features (all
+        rotations) and the guidance encoder's taps, for any vocabulary.
+
+        ``images``: (3, H, W) RGB on the 0..255 scale. :meth:`segment_encoded` finishes the
+        forward for the current vocabulary; ``model(inputs)`` at inference is exactly
+        ``model.segment_encoded(model.encode_images(images), sizes)``, so an encoding kept
+        aside answers another class list with the same numbers without re-running CLIP's image
+        tower and SAM. In training mode the encoding also keeps what the back-projection's
+        target needs (:attr:`ImageEncoding.training_targets`).
+        """
+        images = [image.to(self.device) for image in images]
         clip_images = self.clip_backbone.preprocess(images)
         clip_features = self.clip_backbone(clip_images)
-        text = self.text_embeddings()
         guidance = self.guidance_encoder(images, clip_features)
-        logits, refined = self.head(clip_features["dense"], text, guidance["taps"])
-
+        targets = None
         if self.training:
-            targets = [item["sem_seg"].to(self.device) for item in batched_inputs]
-            losses = {"loss_bce": self.bce_weight * segmentation_bce_loss(
-                logits, targets, self.ignore_value, ignored=self.bce_ignored)}
-            if self.head.back_projection is not None:
-                reconstruction = self.head.back_projection(refined)
-                target = self._back_projection_target(guidance, clip_features, clip_images)
-                target = resize_feature_map(target, reconstruction.shape[-2:])
-                losses["loss_sem"] = self.sem_weight * semantic_back_projection_loss(reconstruction, target)
-            return losses
+            targets = {"clip_images": clip_images, "clip_dense": clip_features["dense"], "sam": guidance["target"]}
+        return ImageEncoding(dense=clip_features["dense"], taps=list(guidance["taps"]), training_targets=targets)
 
+    def segment_encoded(self, encoding: "ImageEncoding",
+                        sizes: Sequence[Tuple[int, int]]) -> List[Dict[str, torch.Tensor]]:
+        """Per-class probabilities of the encoded images for the current vocabulary.
+
+        ``sizes``: the output (height, width) of each image. Returns ``[{"sem_seg": (K, h, w)}]``
+        as the forward at inference does.
+        """
+        logits, _ = self._head(encoding)
+        if len(sizes) != logits.shape[0]:
+            raise ValueError(f"{len(sizes)} output sizes for an encoding of {logits.shape[0]} images")
         results = []
-        for logit, item, image in zip(logits, batched_inputs, images):
-            size = (int(item.get("height", image.shape[-2])), int(item.get("width", image.shape[-1])))
-            logit = F.interpolate(logit[None], size=size, mode="bilinear", align_corners=False)[0]
+        for logit, size in zip(logits, sizes):
+            logit = F.interpolate(logit[None], size=tuple(int(v) for v in size), mode="bilinear",
+                                  align_corners=False)[0]
             results.append({"sem_seg": logit.sigmoid()})
         return results
 
-    def _back_projection_target(self, guidance, clip_features, clip_images) -> torch.Tensor:
+    def _head(self, encoding: "ImageEncoding"):
+        """The part that depends on the class names: (logits (B, T, 4h, 4w), refined features)."""
+        return self.head(encoding.dense, self.text_embeddings(), encoding.taps)
+
+    def _back_projection_target(self, encoding: "ImageEncoding") -> torch.Tensor:
+        targets = encoding.training_targets
+        if targets is None:
+            raise RuntimeError("the back-projection target needs an encoding made in training mode")
         if self.back_projection_target == "SAM":
-            return guidance["target"]
+            return targets["sam"]
         if self.back_projection_target == "CLIP":
-            return clip_features["dense"][:, 0]
-        return F.pixel_unshuffle(clip_images, self.clip_backbone.patch_size)  # "RGB": pixels of each patch
+            return targets["clip_dense"][:, 0]
+        return F.pixel_unshuffle(targets["clip_images"], self.clip_backbone.patch_size)  # "RGB": pixels of each patch
+
+
+@dataclass
+class ImageEncoding:
+    """What :meth:`AerOSeg.encode_images` computes from a batch of images, for any vocabulary.
+
+    ``dense``: (B, R, D, h, w) CLIP features of every rotation; ``taps``: the guidance maps
+    (B, C_i, H_i, W_i). ``training_targets`` (training mode only): what the back-projection
+    reconstructs. An inference encoding holds ``dense`` and ``taps`` only (:attr:`nbytes`).
+    """
+
+    dense: torch.Tensor
+    taps: List[torch.Tensor]
+    training_targets: Optional[Dict[str, torch.Tensor]] = None
+
+    def __len__(self) -> int:
+        return int(self.dense.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the encoding's tensors (shared storage counted once)."""
+        tensors = [self.dense, *self.taps, *(self.training_targets or {}).values()]
+        storages = {}
+        for t in tensors:
+            if t is not None:
+                storage = t.untyped_storage()
+                storages[(t.device, storage.data_ptr())] = storage.nbytes()
+        return int(sum(storages.values()))
 
 
 # Top-level modules of the head in checkpoints written before it became one module.

@@ -301,3 +301,50 @@ def test_vocabulary_as_switches_and_restores_the_vocabulary_also_after_an_error(
         with model.vocabulary_as(["a", "b"]):
             raise RuntimeError("evaluation failed")
     assert model.vocabulary == before
+
+
+def test_the_forward_is_encode_images_then_segment_encoded(monkeypatch):
+    """One path: the inference forward is the image-only part followed by the class-dependent one,
+    so an encoding kept aside answers a new vocabulary with exactly a fresh forward's numbers."""
+    from aeroseg.modeling.meta_arch import ImageEncoding
+
+    model = build_tiny().eval()
+    images = [torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(i))
+              for i in range(2)]
+    inputs = [{"image": images[0], "height": 80, "width": 90}, {"image": images[1]}]
+    calls = []
+    for name in ("encode_images", "segment_encoded"):
+        original = getattr(model, name)
+        monkeypatch.setattr(model, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
+    with torch.no_grad():
+        encoding = model.encode_images(images)
+        calls.clear()
+        fresh = model(inputs)
+        assert calls == ["encode_images", "segment_encoded"]  # the forward goes through the split
+        assert isinstance(encoding, ImageEncoding) and len(encoding) == 2 and encoding.training_targets is None
+        reused = model.segment_encoded(encoding, [(80, 90), (64, 64)])
+        for a, b in zip(fresh, reused):
+            assert torch.equal(a["sem_seg"], b["sem_seg"])
+        # another vocabulary: the kept encoding gives exactly what a whole forward gives
+        model.set_vocabulary(["ship", "swimming pool", "road"])
+        fresh = model(inputs)
+        reused = model.segment_encoded(encoding, [(80, 90), (64, 64)])
+    assert fresh[0]["sem_seg"].shape == (3, 80, 90) and fresh[1]["sem_seg"].shape == (3, 64, 64)
+    for a, b in zip(fresh, reused):
+        assert torch.equal(a["sem_seg"], b["sem_seg"])
+    # an inference encoding holds CLIP's dense features and the taps only
+    expected = encoding.dense.nbytes + sum(t.nbytes for t in encoding.taps)
+    assert encoding.nbytes == expected
+    with pytest.raises(ValueError, match="3 output sizes for an encoding of 2 images"):
+        model.segment_encoded(encoding, [(64, 64)] * 3)
+
+
+def test_a_training_encoding_keeps_the_back_projection_targets():
+    model = build_tiny().train()
+    images = [b["image"] for b in random_batch(2)]
+    encoding = model.encode_images(images)
+    assert set(encoding.training_targets) == {"clip_images", "clip_dense", "sam"}
+    assert encoding.training_targets["sam"] is encoding.taps[-1]  # SAM's last tap is its target
+    # shared storage is counted once
+    assert encoding.nbytes == (encoding.dense.nbytes + sum(t.nbytes for t in encoding.taps)
+                               + encoding.training_targets["clip_images"].nbytes)
