@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .class_names import ClassNames
+from .encoding_cache import EncodingCache, batch_key, weights_version
 
 __all__ = ["SlidingWindowPredictor", "window_offsets", "blend_profile", "BLEND_MODES"]
 
@@ -67,6 +68,12 @@ class SlidingWindowPredictor:
     Classes may have synonyms (``[["tree", "forest"], "building"]``): the model segments every
     name and a class's score is the maximum over its names.
 
+    ``cache_mb`` > 0 keeps up to that many MB of the last scene's window encodings (CLIP's
+    dense features and the guidance taps, :meth:`AerOSeg.encode_images`): segmenting the same
+    scene again with other classes then runs only the text encoder and the head, with the same
+    numbers as a fresh run (:mod:`.encoding_cache`); changed weights (a checkpoint loaded,
+    a training step) make it start afresh.
+
     Example::
 
         predictor = SlidingWindowPredictor.from_config_file("configs/demo/tiny_cpu.yaml",
@@ -75,7 +82,7 @@ class SlidingWindowPredictor:
     """
 
     def __init__(self, model, tile: int = 256, overlap: float = 0.25, batch_size: int = 4,
-                 blend: str = "cosine", progress: bool = False):
+                 blend: str = "cosine", progress: bool = False, cache_mb: float = 0):
         if tile <= 0 or not 0 <= overlap < 1 or batch_size <= 0:
             raise ValueError(f"tile={tile} must be > 0, overlap={overlap} in [0, 1), batch_size={batch_size} > 0")
         if blend not in BLEND_MODES:
@@ -85,6 +92,14 @@ class SlidingWindowPredictor:
         self.progress = progress
         self.classes: Optional[ClassNames] = None
         self.cfg = None  # the merged config when built by from_config
+        if cache_mb < 0:
+            raise ValueError(f"cache_mb={cache_mb}: expected >= 0")
+        self.cache = EncodingCache(int(cache_mb * 2 ** 20)) if cache_mb > 0 else None
+
+    def clear_cache(self) -> None:
+        """Forget the kept image encodings."""
+        if self.cache is not None:
+            self.cache.clear()
 
     @classmethod
     def from_config_file(cls, config_file: str, weights: str = "", opts: Sequence[str] = (), **kwargs):
@@ -169,6 +184,8 @@ class SlidingWindowPredictor:
         weight_2d = np.outer(blend_profile(win_h, ramp, self.blend), blend_profile(win_w, ramp, self.blend))
         # acc rows cover the scene rows [top, top + win_h): the only rows not yet final.
         acc, acc_weight, top = None, np.zeros((win_h, width), np.float32), 0
+        if self.cache is not None:
+            self.cache.begin(weights_version(self.model))
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="aeroseg-read") as reader:
             pending = reader.submit(read_rows, ys[0], ys[0] + win_h)
             for i, y in enumerate(ys):
@@ -200,9 +217,16 @@ class SlidingWindowPredictor:
 
     def _segment(self, crops: List[torch.Tensor]) -> List[np.ndarray]:
         """One forward over ``crops`` ((3, h, w) each) -> per-class scores (K, h, w) each."""
-        inputs = [{"image": c, "height": c.shape[1], "width": c.shape[2]} for c in crops]
         with torch.no_grad():
-            outputs = self.model(inputs)
+            if self.cache is None or not hasattr(self.model, "encode_images"):
+                outputs = self.model([{"image": c, "height": c.shape[1], "width": c.shape[2]} for c in crops])
+            else:  # the model's forward, split: the image encodings may be kept or reused
+                key = batch_key(crops)
+                encoding = self.cache.get(key)
+                if encoding is None:
+                    encoding = self.model.encode_images(crops)
+                    self.cache.put(key, encoding, encoding.nbytes)
+                outputs = self.model.segment_encoded(encoding, [tuple(c.shape[1:]) for c in crops])
         scores = []
         for out in outputs:
             s = out["sem_seg"].float()
