@@ -6,7 +6,13 @@ SUBMITIT = "submitit>=1.5"
 ENTRY_POINTS = [
     "aeroseg-train = aeroseg.engine.train_net:run",
     "aeroseg-predict = aeroseg.inference.cli:main",
+    "aeroseg-demo = aeroseg.demo.app:main",
 ]
+# The web demo (aeroseg-demo): Gradio 6 (the page uses its launch(css=..., footer_links=...)), which
+# needs Python >= 3.10. Its browser test also needs selenium and Debian's chromium + chromium-driver
+# (system packages; .ci/run installs them).
+DEMO = ["gradio>=6.0; python_version >= '3.10'"]
+SELENIUM = "selenium>=4.10; python_version >= '3.10'"
 
 setup(
     name="aeroseg",
@@ -50,8 +56,10 @@ setup(
         "sam2": [SAM2],
         # Submitting runs to SLURM (--launcher slurm|local, docs/CLUSTER.md).
         "cluster": [SUBMITIT],
-        # Development: the test suite, which also covers the SAM 2 code paths and the launcher.
-        "dev": ["pytest>=7.0", "ruff>=0.5", SAM2, SUBMITIT],
+        "demo": DEMO,
+        # Development: the test suite, which also covers the SAM 2 code paths, the launcher and
+        # the web demo (in a real browser through selenium).
+        "dev": ["pytest>=7.0", "ruff>=0.5", SAM2, SUBMITIT, *DEMO, SELENIUM],
     },
     classifiers=[
         "License :: OSI Approved :: Apache Software License",

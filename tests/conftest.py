@@ -161,3 +161,50 @@ def poison_label(root, split, stem, values):
         label[i, :5] = v
     Image.fromarray(label).save(path)
     return path
+
+
+# ----------------------------------------------------------------------------- the web demo
+DEMO_MAX_PIXELS = 40_000  # the test server's --max-pixels
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def synthetic_scene(path, rows: int = 2, cols: int = 3, seed: int = 0):
+    """A mosaic of rows x cols 64-px synthetic aerial tiles, saved to ``path`` (PNG); the array."""
+    from aeroseg.data.datasets.synthetic import render_synthetic_scene
+
+    rng = np.random.default_rng(seed)
+    image = np.concatenate([np.concatenate([render_synthetic_scene(rng, 64)[0] for _ in range(cols)], 1)
+                            for _ in range(rows)], 0)
+    Image.fromarray(image).save(path)
+    return image
+
+
+@pytest.fixture(scope="session")
+def demo_server(tmp_path_factory):
+    """The web demo around the tiny model (random weights), served on a free local port.
+
+    Yields ``(url, session)``; the server runs in a thread of the test process. Skips when
+    Gradio is not installed.
+    """
+    pytest.importorskip("gradio", reason='the web demo needs Gradio: pip install "aeroseg[demo]"')
+    from aeroseg.demo import DemoSession
+    from aeroseg.demo.app import build_app, launch
+    from aeroseg.inference import SlidingWindowPredictor
+
+    torch.manual_seed(0)
+    predictor = SlidingWindowPredictor.from_config_file(
+        str(TINY_CONFIG), opts=["DATASETS.TRAIN", "()", "DATASETS.TEST", "()"], batch_size=2, cache_mb=64)
+    session = DemoSession(predictor, max_pixels=DEMO_MAX_PIXELS, work_dir=str(tmp_path_factory.mktemp("demo")))
+    app = build_app(session)
+    port = free_port()
+    launch(app, port=port, block=False)
+    yield f"http://127.0.0.1:{port}/", session
+    app.close()
+    session.close()

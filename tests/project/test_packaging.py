@@ -102,7 +102,7 @@ def test_console_scripts_work_after_installation(tmp_path, editable):
     env = _without_pythonpath()
     subprocess.run(install + (["-e", str(source)] if editable else [str(source)]), check=True, capture_output=True,
                    cwd=tmp_path, env=env)
-    for script in ("aeroseg-train", "aeroseg-predict"):
+    for script in (entry.split("=")[0].strip() for entry in _setup_value("ENTRY_POINTS")):
         result = subprocess.run([str(tmp_path / "venv" / "bin" / script), "--help"], capture_output=True, text=True,
                                 cwd=tmp_path, env=env)
         assert result.returncode == 0, f"{script} --help: {result.stderr[-2000:]}"
