@@ -33,6 +33,9 @@ def find_chromium() -> Tuple[str, str]:
     if missing:
         raise BrowserUnavailable(f"{' and '.join(missing)} not found on the PATH "
                                  "(Debian: apt-get install chromium chromium-driver)")
+    for path in (browser, driver):
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise BrowserUnavailable(f"{path} is not an executable file")
     return browser, driver
 
 
