@@ -179,3 +179,17 @@ def test_command_line_errors_are_one_line(capsys, args, message):
 def test_session_limits_are_checked():
     with pytest.raises(ValueError, match="max_pixels=0"):
         DemoSession(predictor=None, max_pixels=0)
+
+
+def test_the_classes_box_starts_with_the_test_datasets_classes(tmp_path):
+    from types import SimpleNamespace
+
+    from aeroseg.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.merge_from_list(["DATASETS.TRAIN", "('synthetic_aerial_train',)", "DATASETS.TEST", "('synthetic_aerial_val',)"])
+    model = SimpleNamespace(vocabulary=["building", "road", "tree", "low vegetation"])  # the seen classes
+    session = DemoSession(SimpleNamespace(cfg=cfg, model=model), work_dir=str(tmp_path))
+    assert session.default_classes == "building, road, tree, water, low vegetation, car"  # unseen ones too
+    cfg.merge_from_list(["DATASETS.TEST", "()"])
+    assert session.default_classes == "building, road, tree, low vegetation"
