@@ -16,16 +16,19 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 
 import torch
 
-from aeroseg.config import get_cfg
 from aeroseg.benchmark.runner import MODES, benchmark_config, random_init_config
+from aeroseg.config.loading import load_config, merge_overrides
+from aeroseg.config.validation import validate_config
 from aeroseg.modeling import build_model, count_parameters
 from aeroseg.utils.cpu_allocator import configure_cpu_allocator
-from aeroseg.utils.errors import AerOSegError
+from aeroseg.utils.errors import AerOSegError, ConfigError, describe_exception
+from aeroseg.utils.io import write_text_atomic
 
 
 def parse_args(argv=None):
@@ -98,13 +101,42 @@ def print_summary(result: dict) -> None:
               f"{rb['sequential']['median_s']:.3f} s: batched is {rb['speedup_batched_over_sequential']:.2f}x")
 
 
+def check_arguments(args) -> None:
+    """Every command-line value, before the config is read or anything is built (one-line ConfigError)."""
+    for name, minimum in (("batch_size", 1), ("threads", 1), ("runs", 1), ("warmup", 0), ("matmul_size", 1)):
+        value = getattr(args, name)
+        if value is not None and value < minimum:
+            raise ConfigError(f"--{name.replace('_', '-')} {value}: expected a number >= {minimum}")
+    if args.json:
+        check_writable_file(args.json, "--json")
+
+
+def check_writable_file(path: str, option: str) -> None:
+    """``path`` can be created (or replaced) as a file: not a folder, its folder creatable and writable."""
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(f"{option} {path} is a folder: name the file to write, e.g. {target / 'bench.json'}")
+    parent = target.parent if str(target.parent) else Path(".")
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{option} {path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: {existing} is not writable")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    cfg = get_cfg()
     try:
-        cfg.merge_from_file(args.config_file)
-        cfg.merge_from_list(args.opts)
+        check_arguments(args)
+        cfg = load_config(args.config_file, args.opts)
+        if args.device:
+            cfg.MODEL.DEVICE = args.device
+        if args.compare:
+            merge_overrides(cfg.clone(), [v for pair in args.compare for v in pair], "--compare")
+        validate_config(cfg, "benchmark")
         if args.params_only:
             with torch.device("meta"):
                 model = build_model(random_init_config(cfg))
@@ -128,8 +160,15 @@ def main(argv=None) -> int:
         return 2
     print_summary(result)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2, sort_keys=True))
+        text = json.dumps(result, indent=2, sort_keys=True)
+        try:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(args.json, text)
+        except OSError as exc:  # checked before the run; the disk may still fill up or the folder vanish
+            print(text)
+            print(f"error: cannot write {args.json} ({describe_exception(exc)}); the result is printed above",
+                  file=sys.stderr)
+            return 2
         print(f"wrote {args.json}")
     return 0
 

@@ -34,6 +34,8 @@ from .measure import (
     synchronize,
     time_runs,
 )
+from ..config.loading import merge_overrides
+from ..config.validation import weightless_config
 from ..utils.errors import ConfigError
 
 __all__ = ["MODES", "benchmark_config", "random_init_config", "synthetic_batch"]
@@ -41,22 +43,8 @@ __all__ = ["MODES", "benchmark_config", "random_init_config", "synthetic_batch"]
 logger = logging.getLogger(__name__)
 
 MODES = ("inference", "train")
-# Config keys naming weight files: cleared, the benchmark never reads weights.
-_WEIGHT_KEYS = (("CLIP", "PRETRAINED"), ("SAM", "CHECKPOINT"), ("SAM2", "CHECKPOINT"))
-
-
-def random_init_config(cfg, device: Optional[str] = None):
-    """A copy of ``cfg`` with every weight source cleared (random init) and ``MODEL.DEVICE`` set."""
-    cfg = cfg.clone()
-    cfg.defrost()
-    for node, key in _WEIGHT_KEYS:
-        if node in cfg.MODEL and key in cfg.MODEL[node]:
-            cfg.MODEL[node][key] = ""
-    if "WEIGHTS" in cfg.MODEL:
-        cfg.MODEL.WEIGHTS = ""
-    if device is not None:
-        cfg.MODEL.DEVICE = device
-    return cfg
+# A copy of a config with every weight source cleared: the benchmark never reads weights.
+random_init_config = weightless_config
 
 
 def synthetic_batch(n: int, size: int, num_classes: int, device: torch.device, seed: int = 0) -> List[dict]:
@@ -262,7 +250,9 @@ def benchmark_config(cfg, *, device: Optional[str] = None, batch_size: Optional[
     torch.manual_seed(seed)
     model = build_model(cfg)
     device_t = model.device
-    n = int(batch_size or cfg.SOLVER.IMS_PER_BATCH)
+    n = int(cfg.SOLVER.IMS_PER_BATCH if batch_size is None else batch_size)
+    if n < 1:
+        raise ConfigError(f"--batch-size {n}: expected a number of images >= 1")
     size = int(cfg.INPUT.CROP.SIZE[0])
     num_classes = len(model.vocabulary)
     batch = synthetic_batch(n, size, num_classes, device_t, seed)
@@ -309,7 +299,7 @@ def benchmark_config(cfg, *, device: Optional[str] = None, batch_size: Optional[
     if compare_opts:
         other_cfg = cfg.clone()
         other_cfg.defrost()
-        other_cfg.merge_from_list(list(compare_opts))
+        merge_overrides(other_cfg, compare_opts, "--compare")
         torch.manual_seed(seed)
         other_model = build_model(random_init_config(other_cfg))
         other = _measure_mode(other_model, batch, "inference", device=device_t, precision=precision, runs=runs,

@@ -11,7 +11,7 @@ from typing import Dict, List
 from ..utils.errors import DatasetError
 from ..compat import DatasetCatalog, MetadataCatalog
 
-__all__ = ["check_datasets"]
+__all__ = ["check_dataset_names", "check_datasets"]
 
 
 def _check_name(key: str, name: str) -> None:
@@ -22,6 +22,13 @@ def _check_name(key: str, name: str) -> None:
     suggestion = f"did you mean '{close[0]}'? " if close else ""
     raise DatasetError(f"{key}: dataset '{name}' is not registered; {suggestion}(registered: "
                        f"{', '.join(registered)}; add your own with DATASETS.CUSTOM)")
+
+
+def check_dataset_names(cfg, train: bool = True) -> None:
+    """Every name in ``DATASETS.TRAIN`` (when ``train``) and ``DATASETS.TEST`` is registered (no file is read)."""
+    for key in (("DATASETS.TRAIN", "DATASETS.TEST") if train else ("DATASETS.TEST",)):
+        for name in cfg.DATASETS[key.split(".")[1]]:
+            _check_name(key, name)
 
 
 def check_datasets(cfg, train: bool = True) -> Dict[str, int]:

@@ -4,18 +4,19 @@ import logging
 import os
 import random
 import sys
-from typing import Optional
+from typing import List, Optional
 
 import numpy as np
 import torch
 
 from ..utils import comm
 from ..utils.cpu_allocator import configure_cpu_allocator
-from ..utils.errors import OutputDirError, describe_exception
+from ..utils.errors import AerOSegError, OutputDirError, describe_exception
 from ..utils.io import is_temp_name, write_text_atomic
 from .output_lock import acquire_output_dir_lock
 
-__all__ = ["default_argument_parser", "default_setup", "seed_all_rng", "setup_logger", "rng_state", "set_rng_state"]
+__all__ = ["default_argument_parser", "default_setup", "draw_seed", "seed_all_rng", "setup_logger", "rng_state",
+           "set_rng_state", "all_ranks_rng_state", "restore_rng_state"]
 
 
 def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
@@ -39,6 +40,12 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
     port = 2 ** 15 + 2 ** 14 + hash(os.getuid() if sys.platform != "win32" else 1) % 2 ** 14
     parser.add_argument("--dist-url", default=f"tcp://127.0.0.1:{port}",
                         help="initialization URL for torch.distributed (the first machine's address)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="OUTPUT_DIR holds another run: delete its outputs (checkpoints, results, metrics, "
+                             "logs, config.yaml) and start this run there")
+    parser.add_argument("--allow-config-changes", action="store_true",
+                        help="with --resume: accept config changes that do not change the trained weights "
+                             "(TEST.*, DATASETS.TEST, periods, workers, device); others are always refused")
     parser.add_argument("--engine", choices=["aeroseg", "detectron2"], default="aeroseg",
                         help="training loop: AerOSeg's own (default) or detectron2's DefaultTrainer "
                              "(needs detectron2 installed)")
@@ -70,10 +77,15 @@ def setup_logger(output_dir: Optional[str] = None, name: str = "aeroseg") -> log
     return logger
 
 
+def draw_seed() -> int:
+    """A random seed in [0, 2**31) from the OS."""
+    return int.from_bytes(os.urandom(4), "little") % 2 ** 31
+
+
 def seed_all_rng(seed: Optional[int] = None) -> int:
     """Seed Python, NumPy and torch (all devices); a negative/None seed draws one. Returns it."""
     if seed is None or seed < 0:
-        seed = int.from_bytes(os.urandom(4), "little") % 2 ** 31
+        seed = draw_seed()
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -106,6 +118,32 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def all_ranks_rng_state() -> List[dict]:
+    """Every process' :func:`rng_state`, in rank order (a collective call: all ranks must make it)."""
+    return comm.all_gather_object(rng_state())
+
+
+def restore_rng_state(checkpoint: dict) -> None:
+    """Restore this process' RNG states from a checkpoint's ``rng_all_ranks`` (else its ``rng``).
+
+    A run resumed on another number of processes cannot continue every stream exactly: rank 0's
+    state is restored everywhere then, with a warning.
+    """
+    states = checkpoint.get("rng_all_ranks")
+    rank, world = comm.get_rank(), comm.get_world_size()
+    if isinstance(states, (list, tuple)) and len(states) == world:
+        set_rng_state(states[rank])
+        return
+    if "rng" in checkpoint:
+        set_rng_state(checkpoint["rng"])
+    if world > 1 and comm.is_main_process():
+        saved = len(states) if isinstance(states, (list, tuple)) else 1
+        logging.getLogger("aeroseg").warning(
+            "Resuming on %d processes a checkpoint with the RNG states of %d: each process continues from "
+            "rank 0's state, so random draws outside the data pipeline differ from an uninterrupted run",
+            world, saved)
+
+
 def _remove_stale_temp_checkpoints(output_dir: str, logger: logging.Logger) -> None:
     """Delete the temporary files of checkpoint saves that a killed run left behind (``*.pth.tmp.*``).
 
@@ -120,20 +158,55 @@ def _remove_stale_temp_checkpoints(output_dir: str, logger: logging.Logger) -> N
 
 
 def default_setup(cfg, args) -> logging.Logger:
-    """Create and lock OUTPUT_DIR, set up logging, write the merged config, seed every RNG.
+    """Create and lock OUTPUT_DIR, claim it for this run, set up logging, write the merged config,
+    fix the seed and seed every RNG.
 
     The main process holds an advisory lock on OUTPUT_DIR (:mod:`.output_lock`) from here until
-    :func:`release_output_dir_lock`, so a second run into the same folder fails at once.
+    :func:`release_output_dir_lock`, so a second run into the same folder fails at once. Then
+    :func:`~aeroseg.engine.run_folder.claim_run_folder` checks, before anything in the folder is
+    written, that the folder is unused or holds this very run (``--resume`` with the same config),
+    or clears it (``--overwrite``). ``SEED < 0`` becomes a drawn seed (the resumed run's, on
+    ``--resume``), the same on every process and written into ``config.yaml``.
     """
+    from .run_folder import RECORD_NAME, claim_run_folder, resolve_seed
+
     output_dir = cfg.OUTPUT_DIR
-    lock = None
-    if comm.is_main_process() and output_dir:
+    configured_seed = cfg.SEED
+    lock = claim = None
+    failure = seed = None
+    if comm.is_main_process():
         try:
-            os.makedirs(output_dir, exist_ok=True)
-        except OSError as exc:
-            raise OutputDirError(f"cannot create OUTPUT_DIR {output_dir} ({describe_exception(exc)}): "
-                                 f"choose a writable OUTPUT_DIR") from None
-        lock = acquire_output_dir_lock(output_dir)
+            if output_dir:
+                try:
+                    os.makedirs(output_dir, exist_ok=True)
+                except OSError as exc:
+                    raise OutputDirError(f"cannot create OUTPUT_DIR {output_dir} ({describe_exception(exc)}): "
+                                         f"choose a writable OUTPUT_DIR") from None
+                lock = acquire_output_dir_lock(output_dir)
+                claim = claim_run_folder(cfg, resume=bool(getattr(args, "resume", False)),
+                                         eval_only=bool(getattr(args, "eval_only", False)),
+                                         overwrite=bool(getattr(args, "overwrite", False)),
+                                         allow_changes=bool(getattr(args, "allow_config_changes", False)))
+            seed = resolve_seed(cfg, claim)
+        except AerOSegError as exc:
+            failure = exc
+        except OSError as exc:  # e.g. --overwrite could not delete a file
+            failure = OutputDirError(f"OUTPUT_DIR {output_dir}: {describe_exception(exc, with_type=True)}")
+    # every process learns the outcome: a refusal ends them all alike (no process dies waiting)
+    message, seed = comm.broadcast_object((None if failure is None else str(failure), seed))
+    if failure is not None:
+        failure.reported_by_main = True
+        raise failure
+    if message is not None:  # (the main process' error, re-raised here)
+        error = OutputDirError(message)
+        error.reported_by_main = True
+        raise error
+    if seed != cfg.SEED:
+        frozen = cfg.is_frozen()
+        cfg.defrost()
+        cfg.SEED = seed
+        if frozen:
+            cfg.freeze()
     comm.synchronize()
     logger = setup_logger(output_dir)
     if lock is not None and lock.stale_holder:
@@ -146,17 +219,25 @@ def default_setup(cfg, args) -> logging.Logger:
     logger.info("torch %s, CUDA available: %s", torch.__version__, torch.cuda.is_available())
     if getattr(args, "config_file", ""):
         logger.info("Config file %s", args.config_file)
+    if claim is not None and claim.removed:
+        logger.info("--overwrite: deleted the earlier run's outputs in %s: %s", output_dir, ", ".join(claim.removed))
+    if claim is not None and claim.accepted_changes:
+        logger.info("--allow-config-changes: accepted changes of %s", ", ".join(claim.accepted_changes))
     if comm.is_main_process() and output_dir:
         _remove_stale_temp_checkpoints(output_dir, logger)
-        path = os.path.join(output_dir, "config.yaml")
-        try:
-            write_text_atomic(path, cfg.dump())
-        except OSError as exc:
-            raise OutputDirError(f"cannot write {path} ({describe_exception(exc)}): choose a writable "
-                                 f"OUTPUT_DIR with free space") from None
-        logger.info("Full config saved to %s", path)
-    seed = seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + comm.get_rank())
-    logger.info("Seed: %d", seed)
+        path = os.path.join(output_dir, RECORD_NAME)
+        if claim is None or claim.write_record:
+            try:
+                write_text_atomic(path, cfg.dump())
+            except OSError as exc:
+                raise OutputDirError(f"cannot write {path} ({describe_exception(exc)}): choose a writable "
+                                     f"OUTPUT_DIR with free space") from None
+            logger.info("Full config saved to %s", path)
+        else:
+            logger.info("Evaluating the run recorded in %s (left unchanged)", path)
+    seed_all_rng(cfg.SEED + comm.get_rank())
+    logger.info("Seed: %d%s", cfg.SEED, "" if configured_seed >= 0 else
+                " (SEED < 0: drawn for this run, or the resumed run's; recorded in config.yaml)")
     torch.backends.cudnn.benchmark = bool(cfg.CUDNN_BENCHMARK)
     if str(cfg.MODEL.DEVICE).startswith("cpu") and configure_cpu_allocator(cfg.CPU_ALLOCATOR):
         logger.info("CPU_ALLOCATOR=retain: freed memory stays in the process (see docs/PERFORMANCE.md)")

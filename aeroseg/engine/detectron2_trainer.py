@@ -33,7 +33,7 @@ from ..evaluation import build_evaluator, inference_on_dataset
 from ..evaluation.sem_seg_evaluation import inference_dir
 from ..solver import build_lr_scheduler, build_optimizer
 from ..utils.errors import ConfigError
-from .defaults import rng_state
+from .defaults import all_ranks_rng_state
 from .resume import resume_or_load
 from .train_step import TrainingStep, build_ddp_model
 
@@ -71,7 +71,8 @@ class _CheckpointHook(hooks.HookBase):
         iteration = self.trainer.iter
         name = periodic_checkpoint_name(iteration, self.period, self.trainer.max_iter)
         if name:
-            self.trainer.checkpointer.save(name, iteration=iteration, rng=rng_state())
+            states = all_ranks_rng_state()  # collective: every rank saves, rank 0 writes
+            self.trainer.checkpointer.save(name, iteration=iteration, rng=states[0], rng_all_ranks=states)
 
 
 class Detectron2Trainer(DefaultTrainer):

@@ -31,11 +31,10 @@ class OutputDirLock:
         self._file = None
         self.stale_holder: Optional[str] = None  # the previous holder's record, when taken over
 
-    def acquire(self) -> "OutputDirLock":
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: no advisory locks
-            return self
+    def _open_locked(self):
+        """The lock file, opened and exclusively locked; a one-line OutputDirError if another run holds it."""
+        import fcntl
+
         try:
             handle = open(self.path, "a+")
         except OSError as exc:
@@ -49,6 +48,24 @@ class OutputDirLock:
             handle.close()
             raise OutputDirError(f"OUTPUT_DIR {self.output_dir} is in use by another run ({holder}; lock "
                                  f"{self.path}): wait for it to finish or set another OUTPUT_DIR") from None
+        return handle
+
+    def check_free(self) -> None:
+        """Raise the one-line error :meth:`acquire` would raise, without taking the lock or changing the file."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no advisory locks
+            return
+        handle = self._open_locked()
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+    def acquire(self) -> "OutputDirLock":
+        try:
+            import fcntl  # noqa: F401
+        except ImportError:  # pragma: no cover - Windows: no advisory locks
+            return self
+        handle = self._open_locked()
         handle.seek(0)
         previous = " ".join(handle.read().split())
         if previous:  # the lock file still names a holder, but nobody holds the lock: it died

@@ -2,8 +2,9 @@
 
 Both engines (the own loop and detectron2's ``DefaultTrainer``, see docs/ENGINES.md) write the
 same file: ``{"model", "optimizer", "scheduler", ["grad_scaler"], "iteration", "rng"}``. The
-iteration gives the data position (the sampler restarts at ``iteration x IMS_PER_BATCH``) and
-"rng" the Python / NumPy / torch random states. A file without one of these (weights only, or one
+iteration gives the data position (the sampler restarts at ``iteration x IMS_PER_BATCH``),
+"rng" the Python / NumPy / torch random states of rank 0 and "rng_all_ranks" those of every
+process (each restores its own). A file without one of these (weights only, or one
 written by plain detectron2, whose ``DefaultTrainer`` nests the optimizer under "trainer") would
 silently restart the optimizer, the schedule or the data stream, so it is refused instead.
 """
@@ -61,15 +62,14 @@ def resume_or_load(checkpointer, cfg, resume: bool) -> int:
     model from ``MODEL.WEIGHTS`` if set (and warn that existing checkpoints will be replaced).
     """
     from ..checkpoint import AerOSegCheckpointer
-    from .defaults import set_rng_state
+    from .defaults import restore_rng_state
 
     if resume and checkpointer.has_checkpoint():
         path = checkpointer.get_checkpoint_file()
         check_resumable(path, checkpointer.checkpointables)  # refuse rather than restart silently
         extra = checkpointer.load(path)
         start_iter = int(extra.get("iteration", -1)) + 1
-        if "rng" in extra:
-            set_rng_state(extra["rng"])
+        restore_rng_state(extra)  # this process' RNG states (every rank's are saved)
         logger.info("Resumed from %s at iteration %d", path, start_iter)
         return start_iter
     existing = checkpointer.checkpoint_files()

@@ -18,7 +18,7 @@ from ..data import MetadataCatalog, build_test_loader, build_train_loader, check
 from ..modeling import build_model
 from ..solver import build_lr_scheduler, build_optimizer
 from ..utils import comm, cpu_info
-from .defaults import rng_state
+from .defaults import all_ranks_rng_state
 from .metrics import MetricsWriter
 from .preemption import TrainingInterrupted, stop_window
 from .resume import resume_or_load
@@ -63,6 +63,7 @@ class Trainer:
         self.checkpointer = AerOSegCheckpointer(self.model, cfg.OUTPUT_DIR, **checkpointables)
         self.checkpointer.save_to_disk = comm.is_main_process()
         self.start_iter = 0
+        self.iter = 0  # the iteration running (as detectron2's trainers)
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.last_results: Dict = {}
         self.skipped_samples: List[str] = []  # DATALOADER.SKIP_BAD_SAMPLES: errors of skipped samples
@@ -76,7 +77,8 @@ class Trainer:
         self.start_iter = resume_or_load(self.checkpointer, self.cfg, resume)
 
     def _save(self, name: str, iteration: int) -> None:
-        self.checkpointer.save(name, iteration=iteration, rng=rng_state())
+        states = all_ranks_rng_state()  # collective: every rank saves, rank 0 writes
+        self.checkpointer.save(name, iteration=iteration, rng=states[0], rng_all_ranks=states)
 
     # ------------------------------------------------------------------ training
     @property
@@ -117,6 +119,7 @@ class Trainer:
                 self.model.set_vocabulary(self.train_vocabulary)
                 self.ddp_model.train()
                 for iteration in range(self.start_iter, self.max_iter):
+                    self.iter = iteration
                     start = time.perf_counter()
                     batch = next(loader)
                     data_time = time.perf_counter() - start

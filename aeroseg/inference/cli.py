@@ -88,7 +88,8 @@ def parse_args(argv=None):
     group = p.add_mutually_exclusive_group()
     group.add_argument("--classes", help='comma-separated classes, synonyms joined by "|": "tree|forest, building"')
     group.add_argument("--classes-file", help='text file, one class per line, synonyms joined by "|"')
-    p.add_argument("--tile", type=int, default=None, help="window side in pixels (default: INPUT.CROP.SIZE)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="window side in pixels, >= 1 (default: INPUT.CROP.SIZE, else INPUT.MIN_SIZE_TEST)")
     p.add_argument("--overlap", type=float, default=0.25, help="window overlap, fraction of --tile")
     p.add_argument("--blend", choices=BLEND_MODES, default="cosine", help="weights of overlapping windows")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
@@ -105,6 +106,21 @@ def parse_args(argv=None):
                         help="skip inputs already done with the same classes (resume a batch)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, e.g. MODEL.WEIGHTS model.pth")
     return p.parse_args(argv)
+
+
+def check_arguments(args) -> None:
+    """Every command-line number, before anything is read or built (one-line PredictError)."""
+    if args.tile is not None and args.tile < 1:
+        raise PredictError(f"--tile {args.tile}: expected a window side >= 1 pixel (leave --tile out for the "
+                           f"config's INPUT.CROP.SIZE)")
+    for name in ("batch_size", "threads", "preview_max_side"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise PredictError(f"--{name.replace('_', '-')} {value}: expected a number >= 1")
+    if not 0 <= args.overlap < 1:
+        raise PredictError(f"--overlap {args.overlap}: expected a fraction of --tile in [0, 1)")
+    if not 0 <= args.alpha <= 1:
+        raise PredictError(f"--alpha {args.alpha}: expected a value in [0, 1]")
 
 
 def _classes_from_args(args) -> Optional[ClassNames]:
@@ -128,12 +144,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="[%(asctime)s %(name)s]: %(message)s", datefmt="%H:%M:%S")
     logger.setLevel(logging.INFO)
     try:
+        check_arguments(args)
         if args.threads is not None:
-            if args.threads < 1:
-                raise PredictError(f"--threads {args.threads}: expected a number >= 1")
             torch.set_num_threads(args.threads)
-        if not 0 <= args.alpha <= 1:
-            raise PredictError(f"--alpha {args.alpha}: expected a value in [0, 1]")
         classes = _classes_from_args(args)
         inputs = collect_inputs(args.input)
         stems = unique_stems(inputs)
@@ -152,14 +165,9 @@ def main(argv=None) -> int:
                     continue
                 # outputs without a class file: an interrupted input, redone
             todo.append((f, stem))
-        if not os.path.isfile(args.config_file):
-            raise PredictError(f"config file {args.config_file} does not exist")
-        try:
-            predictor = SlidingWindowPredictor.from_config_file(
-                args.config_file, opts=args.opts or [], overlap=args.overlap, batch_size=args.batch_size,
-                blend=args.blend, **({"tile": args.tile} if args.tile else {}))
-        except (KeyError, AssertionError) as exc:  # unknown key / odd override list from the config system
-            raise PredictError(f"{args.config_file}: {one_line(str(exc).strip(chr(34)).strip(chr(39)))}") from None
+        predictor = SlidingWindowPredictor.from_config_file(
+            args.config_file, opts=args.opts or [], overlap=args.overlap, batch_size=args.batch_size,
+            blend=args.blend, tile=args.tile)
         if predictor.model.device.type == "cpu":
             configure_cpu_allocator(predictor.cfg.CPU_ALLOCATOR)
         if classes is not None:

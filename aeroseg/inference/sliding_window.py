@@ -54,6 +54,14 @@ def blend_profile(length: int, ramp: int, mode: str = "cosine") -> np.ndarray:
     return weights.astype(np.float32)
 
 
+def tile_from_config(cfg) -> Optional[int]:
+    """The default window side: the training crop (INPUT.CROP.SIZE, its longer side) when cropping is
+    on, else the test size (INPUT.MIN_SIZE_TEST); None when neither gives one."""
+    if cfg.INPUT.CROP.ENABLED:
+        return int(max(float(v) for v in cfg.INPUT.CROP.SIZE))
+    return int(cfg.INPUT.MIN_SIZE_TEST) or None
+
+
 class SlidingWindowPredictor:
     """Per-class probabilities of a whole scene, produced one band of windows at a time.
 
@@ -105,15 +113,23 @@ class SlidingWindowPredictor:
     def from_config_file(cls, config_file: str, weights: str = "", opts: Sequence[str] = (), **kwargs):
         """Build the model of ``config_file`` (with ``opts`` overrides), load ``weights``, wrap it."""
         from ..checkpoint import AerOSegCheckpointer
-        from ..config import get_cfg
+        from ..config.loading import load_config
+        from ..config.validation import validate_config
         from ..modeling import build_model
         from ..modeling.meta_arch import TRAINING_ONLY_PREFIXES
 
-        cfg = get_cfg()
-        cfg.merge_from_file(config_file)
-        cfg.merge_from_list(list(opts))
-        if cfg.MODEL.DEVICE == "cuda" and not torch.cuda.is_available():
+        cfg = load_config(config_file, opts)  # one-line errors for the file and the overrides
+        if weights:
+            cfg.MODEL.WEIGHTS = weights
+        if str(cfg.MODEL.DEVICE).startswith("cuda") and not torch.cuda.is_available():
             cfg.MODEL.DEVICE = "cpu"
+        validate_config(cfg, "predict")  # every key, before the model is built
+        default_tile = tile_from_config(cfg)
+        if kwargs.get("tile") is None and default_tile is None:
+            from ..utils.errors import ConfigError
+
+            raise ConfigError(f"{config_file}: no window size (INPUT.CROP is off and INPUT.MIN_SIZE_TEST is "
+                              f"{cfg.INPUT.MIN_SIZE_TEST}): pass --tile")
         model = build_model(cfg)
         weights = weights or cfg.MODEL.WEIGHTS
         if not weights:
@@ -121,10 +137,8 @@ class SlidingWindowPredictor:
                                                 "config's initial weights")
         else:
             AerOSegCheckpointer(model, ignore_prefixes=TRAINING_ONLY_PREFIXES).load(weights, checkpointables=[])
-        # windows of the training crop (absolute sizes), else of the test size
-        crop = [float(v) for v in cfg.INPUT.CROP.SIZE]
-        kwargs.setdefault("tile", int(max(crop)) if cfg.INPUT.CROP.ENABLED and min(crop) > 1 else
-                          int(cfg.INPUT.MIN_SIZE_TEST))
+        if kwargs.get("tile") is None:
+            kwargs["tile"] = default_tile
         predictor = cls(model, **kwargs)
         predictor.cfg = cfg
         return predictor

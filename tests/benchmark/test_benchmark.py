@@ -1,5 +1,6 @@
 """The measuring code of tools/benchmark.py: FLOP counts, timers, MFU, and the JSON it writes."""
 import json
+import os
 import time
 
 import pytest
@@ -14,6 +15,7 @@ from aeroseg.benchmark.measure import (
     matmul_peak_flops,
     summarize_times,
 )
+from aeroseg.utils.errors import AerOSegError
 from conftest import TINY_CONFIG
 
 
@@ -177,11 +179,43 @@ def test_benchmark_json_on_the_tiny_model(tmp_path):
         rb["sequential"]["median_s"] / rb["batched"]["median_s"])
 
 
-def test_benchmark_errors_are_one_line(capsys):
-    main = _cli()
-    assert main(["--config-file", str(TINY_CONFIG), "--runs", "0"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: --runs 0") and "\n" not in err
+def test_benchmark_errors_are_one_line_and_come_before_the_run(capsys, tmp_path, monkeypatch):
+    import aeroseg.benchmark.cli as cli
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the benchmark ran despite a bad argument")
+
+    monkeypatch.setattr(cli, "benchmark_config", must_not_run)
+    folder = tmp_path / "results"
+    folder.mkdir()
+    cases = [(["--runs", "0"], "--runs 0"), (["--batch-size", "0"], "--batch-size 0: expected a number >= 1"),
+             (["--batch-size", "-2"], "--batch-size -2"), (["--threads", "-1"], "--threads -1"),
+             (["--warmup", "-1"], "--warmup -1"), (["--matmul-size", "0"], "--matmul-size 0"),
+             (["--json", str(folder)], f"--json {folder} is a folder"),
+             (["SOLVER.IMS_PER_BATCH"], "KEY VALUE pairs"),  # was an AssertionError traceback
+             (["MODEL.AEROSEG.FEATUR", "3"], "MODEL.AEROSEG.FEATUR"),
+             (["SOLVER.IMS_PER_BATCH", "0"], "SOLVER.IMS_PER_BATCH=0"),
+             (["--compare", "MODEL.SAM.INPUT_SIZ", "512"], "--compare: Non-existent key: MODEL.SAM.INPUT_SIZ")]
+    for extra, text in cases:
+        assert cli.main(["--config-file", str(TINY_CONFIG), *extra]) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and text in err and "\n" not in err, (extra, err)
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o500)
+    try:
+        if not os.access(read_only, os.W_OK):  # root writes anywhere
+            assert cli.main(["--config-file", str(TINY_CONFIG), "--json", str(read_only / "b.json")]) == 2
+            assert "is not writable" in capsys.readouterr().err
+    finally:
+        read_only.chmod(0o700)
+    # the runner itself refuses 0 (it used to fall back to SOLVER.IMS_PER_BATCH)
+    from aeroseg.benchmark import benchmark_config
+    from aeroseg.config.loading import load_config
+
+    with pytest.raises(AerOSegError, match="--batch-size 0"):
+        benchmark_config(load_config(str(TINY_CONFIG)), batch_size=0, modes=["inference"], runs=1, warmup=0,
+                         rotation_batching=False)
 
 
 @pytest.mark.skipif(not hasattr(torch, "compile") or not hasattr(nn.Module, "compile"),

@@ -51,6 +51,34 @@ def test_output_dir_is_locked_for_the_run_and_a_stale_lock_is_taken_over(tmp_pat
     assert (out / ".aeroseg_run.lock").read_text() == ""  # released at the end of the run
 
 
+def test_lock_refusal_with_several_processes_is_one_line(tmp_path, capfd, monkeypatch):
+    import multiprocessing
+
+    from aeroseg.engine import train_net
+
+    out = tmp_path / "run"
+    out.mkdir()
+    context = multiprocessing.get_context("fork")
+    ready = context.Event()
+    holder = context.Process(target=_hold_lock, args=(str(out), ready), daemon=True)
+    holder.start()
+    try:
+        assert ready.wait(60)
+        opts = ("SOLVER.MAX_ITER", "1", "DATASETS.TEST", "()")
+        # refused by the launching process before any process is spawned
+        assert _run(out, *opts, flags=("--num-gpus", "2")) == 2
+        err = _error(capfd)
+        assert f"PID {holder.pid}" in err and "in use by another run" in err
+        # and by the spawned main process (if another run takes the folder after that check): one line too
+        monkeypatch.setattr(train_net, "precheck_output_dir", lambda cfg, args: None)
+        assert _run(out, *opts, flags=("--num-gpus", "2")) == 2
+        err = _error(capfd)  # (the spawned processes write to the file descriptor)
+        assert f"PID {holder.pid}" in err and "in use by another run" in err
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join()
+
+
 def test_read_only_output_dir_is_one_line(tmp_path, capsys, monkeypatch):
     import errno
 
@@ -126,8 +154,7 @@ def test_stale_temp_checkpoints_are_removed_and_metrics_have_no_duplicates(tmp_p
 
     monkeypatch.setattr(metrics.MetricsWriter, "__init__", _period_one(metrics.MetricsWriter.__init__))
     monkeypatch.setattr(Trainer, "run_step", crash_after_five)
-    with pytest.raises(KeyboardInterrupt):
-        _run(out, *opts)
+    assert _run(out, *opts) == 130
     (out / ".model_0000005.pth.tmp.999999.0badcafe.pth").write_bytes(b"half a checkpoint")
     iterations = [json.loads(line)["iteration"] for line in (out / "metrics.json").read_text().splitlines()]
     assert iterations == [0, 1, 2, 3, 4]

@@ -56,15 +56,42 @@ def test_own_engine_resume_refuses_weights_only_checkpoint(tmp_path, monkeypatch
     monkeypatch.setenv("AEROSEG_DATASETS", str(tmp_path / "datasets"))
     from aeroseg.engine import train_net
 
+    from aeroseg.config.loading import load_config
+
     out = tmp_path / "out"
     out.mkdir()
+    opts = ["OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "4", "DATASETS.TEST", "()"]
+    (out / "config.yaml").write_text(load_config(str(TINY_CONFIG), opts).dump())  # the run's record
     (out / "last_checkpoint").write_text("weights.pth")
     torch.save({"model": build_tiny().state_dict(), "iteration": 2}, out / "weights.pth")
-    argv = ["--resume", "--config-file", str(TINY_CONFIG), "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "4",
-            "DATASETS.TEST", "()"]
+    argv = ["--resume", "--config-file", str(TINY_CONFIG), *opts]
     assert train_net.run(argv) == 2
     # (only the error lines: a logging handler that another test bound to a closed capture stream
     # may add its own complaint to stderr)
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "no 'rng', 'optimizer', 'scheduler'" in errors[0], errors
     assert not (out / "model_final.pth").exists()  # nothing was trained or written
+
+
+def test_each_process_restores_its_own_rng_state(monkeypatch):
+    from aeroseg.engine.defaults import restore_rng_state, rng_state, seed_all_rng
+    from aeroseg.utils import comm
+
+    states = []
+    for seed in (10, 11):  # rank r was seeded SEED + r
+        seed_all_rng(seed)
+        states.append(rng_state())
+    expected = []
+    for seed in (10, 11):
+        seed_all_rng(seed)
+        expected.append(torch.rand(3))
+    checkpoint = {"rng": states[0], "rng_all_ranks": states}
+    monkeypatch.setattr(comm, "get_world_size", lambda: 2)
+    for rank in (0, 1):
+        monkeypatch.setattr(comm, "get_rank", lambda rank=rank: rank)
+        restore_rng_state(checkpoint)
+        assert torch.equal(torch.rand(3), expected[rank])
+    # a checkpoint of another world size: rank 0's state everywhere (with a warning)
+    monkeypatch.setattr(comm, "get_rank", lambda: 1)
+    restore_rng_state({"rng": states[0], "rng_all_ranks": states[:1]})
+    assert torch.equal(torch.rand(3), expected[0])

@@ -6,6 +6,8 @@ import os
 import pytest
 import torch
 
+from aeroseg.config.loading import load_config
+from conftest import TINY_CONFIG
 from conftest import error_line as _error
 from conftest import run_train_net as _run
 
@@ -22,8 +24,7 @@ def test_resume_of_a_finished_run_without_results_evaluates_it(fab, tmp_path, mo
         raise KeyboardInterrupt("killed during the final evaluation")
 
     monkeypatch.setattr(Trainer, "test", classmethod(crash))
-    with pytest.raises(KeyboardInterrupt):
-        _run(out, *opts)
+    assert _run(out, *opts) == 130
     assert (out / "last_checkpoint").read_text() == "model_final.pth"
     monkeypatch.undo()
     monkeypatch.setenv("AEROSEG_DATASETS", str(tmp_path))
@@ -40,8 +41,9 @@ def test_resume_of_a_finished_run_without_results_evaluates_it(fab, tmp_path, mo
 def test_resume_without_last_checkpoint_continues_from_the_newest_complete_one(tmp_path, capsys):
     out = tmp_path / "run"
     opts = ("SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "1", "DATASETS.TEST", "()")
-    assert _run(out, *opts, "SOLVER.MAX_ITER", "3") == 0
+    assert _run(out, *opts) == 0
     os.remove(out / "model_final.pth")
+    os.remove(out / "model_0000002.pth")
     os.remove(out / "last_checkpoint")
     (out / "model_0000009.pth").write_bytes(b"")  # a truncated file is not "complete"
     kept = (out / "model_0000000.pth").read_bytes()
@@ -53,15 +55,18 @@ def test_resume_without_last_checkpoint_continues_from_the_newest_complete_one(t
     assert torch.load(out / "model_final.pth", weights_only=True)["iteration"] == 3
     # an empty last_checkpoint is the same case (not "checkpoint OUTPUT_DIR/ does not exist")
     (out / "last_checkpoint").write_text("")
-    assert _run(out, *opts, "SOLVER.MAX_ITER", "5", flags=("--resume",)) == 0
+    os.remove(out / "model_final.pth")
+    assert _run(out, *opts, flags=("--resume",)) == 0
     assert "last_checkpoint is empty" in (out / "log.txt").read_text()
 
 
 def test_resume_refuses_when_no_checkpoint_is_complete(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
+    opts = ("SOLVER.MAX_ITER", "2", "DATASETS.TEST", "()")
+    (out / "config.yaml").write_text(load_config(str(TINY_CONFIG), opts).dump())  # the run's record
     (out / "model_0000004.pth").write_bytes(b"\x00" * 10)
-    assert _run(out, "SOLVER.MAX_ITER", "2", "DATASETS.TEST", "()", flags=("--resume",)) == 2
+    assert _run(out, *opts, flags=("--resume",)) == 2
     err = _error(capsys)
     assert "model_0000004.pth" in err and "none of them" in err
     assert (out / "model_0000004.pth").read_bytes() == b"\x00" * 10

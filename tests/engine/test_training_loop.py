@@ -76,7 +76,7 @@ def test_same_seed_gives_identical_weights(tmp_path):
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-def test_resume_after_interruption_reaches_the_same_weights(tmp_path, monkeypatch):
+def test_resume_after_interruption_reaches_the_same_weights(tmp_path, monkeypatch, capsys):
     opts = ("SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "3", "DATASETS.TEST", "()")
     assert _run(tmp_path / "full", *opts) == 0
 
@@ -90,8 +90,10 @@ def test_resume_after_interruption_reaches_the_same_weights(tmp_path, monkeypatc
         return original(self, batch)
 
     monkeypatch.setattr(Trainer, "run_step", crash_after_four)
-    with pytest.raises(KeyboardInterrupt):
-        _run(tmp_path / "resumed", *opts)
+    assert _run(tmp_path / "resumed", *opts) == train_net.EXIT_INTERRUPTED  # Ctrl-C: one line, no traceback
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("interrupted: stopped at iteration 5 of 6") and "--resume" in err
+    assert str(tmp_path / "resumed" / "model_0000002.pth") in err
     assert (tmp_path / "resumed" / "last_checkpoint").read_text() == "model_0000002.pth"
     monkeypatch.setattr(Trainer, "run_step", original)
     assert _run(tmp_path / "resumed", *opts, flags=("--resume",)) == 0
@@ -140,6 +142,9 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     assert _run(tmp_path / "one", *opts) == 0
     assert _run(tmp_path / "two", *opts, flags=("--num-gpus", "2")) == 0
     assert (tmp_path / "two" / "log.txt.rank1").is_file()
+    # every process' RNG states are saved (each rank is seeded SEED + rank, so they differ)
+    states = torch.load(tmp_path / "two" / "model_final.pth", weights_only=True)["rng_all_ranks"]
+    assert len(states) == 2 and not torch.equal(states[0]["torch"], states[1]["torch"])
     one, two = _final_state(tmp_path / "one"), _final_state(tmp_path / "two")
     for k in one:
         torch.testing.assert_close(two[k], one[k], rtol=1e-3, atol=5e-4, msg=k)

@@ -189,8 +189,21 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert predict.main(_args([tmp_path / "nope.png"], tmp_path / "o")) == 2
     err = capsys.readouterr().err
     assert "nope.png: no such file or folder" in err and err.count("\n") == 1
-    assert predict.main(_args([_png(tmp_path / "x.png")], tmp_path / "o", "--threads", "0")) == 2
-    assert "--threads 0" in capsys.readouterr().err
+    png = _png(tmp_path / "x.png")
+    for extra, text in ((("--threads", "0"), "--threads 0"), (("--threads", "-1"), "--threads -1"),
+                        (("--tile", "0"), "--tile 0: expected a window side >= 1"), (("--tile", "-64"), "--tile -64"),
+                        (("--overlap", "1"), "--overlap 1.0"), (("--overlap", "nan"), "--overlap nan"),
+                        (("--batch-size", "0"), "--batch-size 0"), (("--preview-max-side", "0"), "--preview-max-side"),
+                        (("--alpha", "2"), "--alpha 2.0"), (("MODEL.AEROSEG.FEATURE_DIM", "0"), "FEATURE_DIM=0"),
+                        (("SOLVER.IMS_PER_BATCH",), "KEY VALUE pairs")):
+        assert predict.main(_args([png], tmp_path / "o", *extra)) == 2, extra  # (the last --tile wins)
+        err = capsys.readouterr().err
+        assert text in err and err.count("\n") == 1, (extra, err)
+    assert not (tmp_path / "o").exists()
+    # without --tile the window comes from the config; a config without one is told to pass --tile
+    no_tile = [a for a in _args([png], tmp_path / "o") if a not in ("--tile", "64")]
+    assert predict.main(no_tile + ["INPUT.CROP.ENABLED", "False", "INPUT.MIN_SIZE_TEST", "0"]) == 2
+    assert "pass --tile" in capsys.readouterr().err
 
 
 def test_real_openearthmap_geotiff_streams_with_its_georeferencing(tmp_path):
