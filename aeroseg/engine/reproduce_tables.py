@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Sequence
 from aeroseg.evaluation.paper_tables import DATASETS, TABLES, TEST_SETS, Table, config_id
 from aeroseg.evaluation.sem_seg_evaluation import results_path
 from aeroseg.model_zoo import get_config_file
-from aeroseg.utils.errors import AerOSegError, LauncherError
+from aeroseg.utils.errors import AerOSegError, ConfigError, LauncherError, describe_exception
 from aeroseg.utils.io import write_text_atomic
 
 from . import submit
@@ -45,16 +45,45 @@ def results_file(results_dir: Path, config: str, dataset: str) -> Path:
     return Path(results_path(results_dir / config_id(config), TEST_SETS[dataset]))
 
 
+class ResultsError(AerOSegError, ValueError):
+    """A results file the report cannot use (the message names the file and the field)."""
+
+
+def parse_metrics(path: Path) -> Dict[str, float]:
+    """``{"metrics": {name: number or null}}`` of a results file as floats (null -> NaN).
+
+    Raises a one-line :class:`ResultsError` naming ``path`` and the field for anything else: a
+    file that is not JSON, not an object, without a "metrics" object, or with a metric that is not
+    a number (booleans and numeric strings included: they are not results).
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path}: cannot read it ({describe_exception(exc)})") from None
+    except ValueError as exc:
+        raise ResultsError(f"{path}: not JSON ({describe_exception(exc)}); expected a sem_seg_results.json") from None
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path}: holds a JSON {type(data).__name__}, expected an object with \"metrics\" "
+                           f"(a sem_seg_results.json)")
+    metrics = data.get("metrics")
+    if not isinstance(metrics, dict):
+        what = "no \"metrics\"" if "metrics" not in data else f"\"metrics\" is a {type(metrics).__name__}"
+        raise ResultsError(f"{path}: {what}, expected an object of metric values (a sem_seg_results.json)")
+    values = {}
+    for name, value in metrics.items():
+        if value is None:
+            values[name] = float("nan")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            values[name] = float(value)
+        else:
+            raise ResultsError(f"{path}: metrics.{name} is {json.dumps(value)[:60]} ({type(value).__name__}), "
+                               f"expected a number or null")
+    return values
+
+
 def read_metrics(results_dir: Path, config: str, dataset: str) -> Optional[Dict[str, float]]:
     path = results_file(results_dir, config, dataset)
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-        metrics = data["metrics"]
-    except (ValueError, KeyError) as exc:
-        raise SystemExit(f"error: {path}: not a sem_seg_results.json ({exc})")
-    return {k: (float("nan") if v is None else float(v)) for k, v in metrics.items()}
+    return parse_metrics(path) if path.is_file() else None
 
 
 # ----------------------------------------------------------------------------- report
@@ -152,7 +181,7 @@ def run(args) -> int:
     runs = planned_runs(args.table, args.rows, args.datasets)
     pending = []
     for config, dataset in runs:
-        if results_file(args.results_dir, config, dataset).is_file():
+        if read_metrics(args.results_dir, config, dataset) is not None:  # a malformed file is an error
             print(f"[done]    {config_id(config)}")
             continue
         weights = None
@@ -222,7 +251,7 @@ def run_submitted(args) -> int:
     todo = []
     for (config, dataset), out, status in zip(runs, outs, statuses):
         name = config_id(config)
-        if results_file(args.results_dir, config, dataset).is_file():
+        if read_metrics(args.results_dir, config, dataset) is not None:  # a malformed file is an error
             print(f"[done]    {name}")
             continue
         if status is not None and status.active:
@@ -292,7 +321,7 @@ def status(args) -> int:
     width = max((len(config_id(config)) for config, _ in runs), default=0)
     for (config, dataset), job in zip(runs, statuses):
         detail = ""
-        if results_file(args.results_dir, config, dataset).is_file():
+        if read_metrics(args.results_dir, config, dataset) is not None:  # a malformed file is an error
             state = "done"
         elif job is None:
             state = "not submitted"
@@ -339,27 +368,36 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def check_arguments(args) -> None:
+    """Numbers given on the command line (one-line ConfigError); --jobs 0 used to spin forever."""
+    for name in ("jobs", "num_gpus"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} {value}: expected a number >= 1")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     args.results_dir = args.results_dir.resolve()
-    if args.report:
-        print(report(args.table, args.results_dir, args.output_dir or args.results_dir))
-        return 0
-    if args.status:
-        return status(args)
     try:
+        check_arguments(args)
+        if args.report:
+            print(report(args.table, args.results_dir, args.output_dir or args.results_dir))
+            return 0
+        if args.status:
+            return status(args)
         if args.launcher != "none":
             return run_submitted(args)
         if args.max_parallel is not None:
             raise LauncherError("--max-parallel limits submitted jobs: add --launcher slurm (or local); runs on "
                                 "this machine without a launcher use --jobs")
         submit.check_launcher(args)
+        args.num_gpus, args.jobs = args.num_gpus or 1, args.jobs or 1
+        args.results_dir.mkdir(parents=True, exist_ok=True)
+        return run(args)
     except AerOSegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    args.num_gpus, args.jobs = args.num_gpus or 1, args.jobs or 1
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    return run(args)
 
 
 if __name__ == "__main__":

@@ -141,3 +141,34 @@ def test_paper_numbers_are_in_their_table_row():
                 for i in range(len(table.metrics)):
                     mean = sum(row.paper[d][i] for d in table.datasets) / len(table.datasets)
                     assert abs(mean - row.paper["avg"][i]) < 0.011, (key, row.name)
+
+
+@pytest.mark.parametrize("content, field", [
+    ("[1, 2]", "holds a JSON list"),
+    ('{"results": {}}', 'no "metrics"'),
+    ('{"metrics": [70.0]}', '"metrics" is a list'),
+    ('{"metrics": {"s-mIoU": "70.0"}}', "metrics.s-mIoU is \"70.0\" (str), expected a number or null"),
+    ('{"metrics": {"h-mIoU": true}}', "metrics.h-mIoU is true (bool)"),
+    ('{"metrics": {"u-mIoU": {"value": 1}}}', "metrics.u-mIoU is"),
+    ("{not json", "not JSON"),
+])
+def test_a_malformed_results_file_is_one_line_naming_file_and_field(tmp_path, capsys, content, field):
+    results = tmp_path / "results"
+    path = results / "isaid" / "aeroseg_vitb" / "inference" / "isaid_val" / "sem_seg_results.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    assert reproduce_tables.main(["--report", "--table", "2", "--results-dir", str(results)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {path}: ") and field in err and "\n" not in err, err
+    # --run does not count a malformed file as a finished run either
+    assert reproduce_tables.main(["--run", "--table", "2", "--rows", "AerOSeg (Ours)", "--datasets", "isaid",
+                                  "--results-dir", str(results), "--dry-run"]) == 2
+    assert str(path) in capsys.readouterr().err
+
+
+def test_jobs_and_gpus_must_be_positive(tmp_path, capsys):
+    for flag in ("--jobs", "--num-gpus"):
+        for value in ("0", "-1"):
+            assert reproduce_tables.main(["--run", "--dry-run", "--results-dir", str(tmp_path), flag, value]) == 2
+            err = capsys.readouterr().err.strip()
+            assert err == f"error: {flag} {value}: expected a number >= 1", err
