@@ -14,11 +14,15 @@ probabilities: GeoTIFF or ``.npy``) and ``<stem>_classes.json`` (classes, synony
 the run's settings; written last). A class may have synonyms, ``"tree|forest"``: its score is
 the maximum over its names. Inputs sharing a stem get their folder/suffix in the output name.
 Existing outputs are never replaced unless ``--overwrite``; ``--skip-existing`` resumes a batch.
-An unreadable input is reported and skipped; the exit status is then 1.
+An unreadable input is reported and skipped; the exit status is then 1. Bands follow the
+declared colour interpretation (or ``--bands 3,2,1``), non-8-bit data are stretched over their
+valid pixels (or ``--value-range``), and nodata pixels get no class (label 255); see
+docs/PREDICT.md, "Rasters as they come".
 """
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -31,7 +35,8 @@ import torch
 from ..utils.cpu_allocator import configure_cpu_allocator
 from ..utils.errors import AerOSegError, one_line
 from .class_names import ClassNames, parse_classes, read_classes_file
-from .scene_io import IMAGE_SUFFIXES, SCORE_DTYPES, SceneReadError, is_geotiff, output_paths, segment_scene
+from .scene_io import (IMAGE_SUFFIXES, SCORE_DTYPES, SceneReadError, is_geotiff, output_paths, parse_bands,
+                       segment_scene)
 from .sliding_window import BLEND_MODES, SlidingWindowPredictor
 
 logger = logging.getLogger("aeroseg.predict")
@@ -90,6 +95,13 @@ def parse_args(argv=None):
     group.add_argument("--classes-file", help='text file, one class per line, synonyms joined by "|"')
     p.add_argument("--tile", type=int, default=None,
                    help="window side in pixels, >= 1 (default: INPUT.CROP.SIZE, else INPUT.MIN_SIZE_TEST)")
+    p.add_argument("--bands", default=None, metavar="R,G,B",
+                   help="1-based band numbers (as GDAL) shown to the model as R, G, B, e.g. 3,2,1 or 4,3,2 of a "
+                        "multispectral scene; one number for a grey image (default: the declared colour "
+                        "interpretation, else the first three bands)")
+    p.add_argument("--value-range", nargs=2, type=float, default=None, metavar=("LOW", "HIGH"),
+                   help="map values LOW..HIGH linearly to 0..255 in every band (default: 8-bit data as they are, "
+                        "other data stretched per band from its 2nd to 98th percentile of valid pixels)")
     p.add_argument("--overlap", type=float, default=0.25, help="window overlap, fraction of --tile")
     p.add_argument("--blend", choices=BLEND_MODES, default="cosine", help="weights of overlapping windows")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
@@ -121,6 +133,12 @@ def check_arguments(args) -> None:
         raise PredictError(f"--overlap {args.overlap}: expected a fraction of --tile in [0, 1)")
     if not 0 <= args.alpha <= 1:
         raise PredictError(f"--alpha {args.alpha}: expected a value in [0, 1]")
+    if args.bands is not None:
+        args.bands = parse_bands(args.bands)
+    if args.value_range is not None:
+        low, high = args.value_range
+        if not (math.isfinite(low) and math.isfinite(high) and high > low):
+            raise PredictError(f"--value-range {low:g} {high:g}: expected two finite numbers, LOW < HIGH")
 
 
 def _classes_from_args(args) -> Optional[ClassNames]:
@@ -205,7 +223,8 @@ def _run(predictor: SlidingWindowPredictor, todo, out_dir: Path, args) -> int:
             with tqdm(desc=f.name, unit="win", leave=False, disable=None) as bar:
                 written = segment_scene(
                     predictor, f, out_dir, stem, save_scores=args.save_scores, scores_dtype=args.scores_dtype,
-                    alpha=args.alpha, preview_max_side=args.preview_max_side, progress=bar, run_info=run_info)
+                    alpha=args.alpha, preview_max_side=args.preview_max_side, progress=bar, run_info=run_info,
+                    bands=args.bands, value_range=args.value_range)
         except SceneReadError as exc:
             print(f"error: {exc} (skipped)", file=sys.stderr)
             failed.append(f)

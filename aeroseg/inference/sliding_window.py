@@ -13,7 +13,8 @@ from .encoding_cache import EncodingCache, batch_key, weights_version
 __all__ = ["SlidingWindowPredictor", "window_offsets", "blend_profile", "BLEND_MODES"]
 
 BLEND_MODES = ("cosine", "gaussian", "uniform")
-# Reads rows [y0, y1) of a scene: -> (3, y1 - y0, W) uint8 RGB (numpy array or tensor).
+# Reads rows [y0, y1) of a scene: -> (3, y1 - y0, W) uint8 RGB (numpy array or tensor), or a pair
+# (image, valid) with the (y1 - y0, W) bool mask of the pixels that are image (not nodata).
 RowReader = Callable[[int, int], Union[np.ndarray, torch.Tensor]]
 
 
@@ -180,8 +181,11 @@ class SlidingWindowPredictor:
 
         ``scores`` is a (K, h, W) float32 array of final (blended) probabilities of rows
         ``y0 .. y0 + h``. ``read_rows(y0, y1)`` returns rows ``y0 .. y1`` of the image, (3, h, W)
-        uint8; it is called once per band, one band ahead, from a background thread.
-        ``on_window(n)`` is called after each forward with the number of windows it segmented.
+        uint8, or a pair ``(image, valid)`` with a (h, W) bool mask of the pixels that are image
+        (not nodata); it is called once per band, one band ahead, from a background thread.
+        With a mask, windows without any valid pixel are not segmented, and the scores of
+        invalid pixels are NaN. ``on_window(n)`` is called with the number of windows done
+        (segmented or skipped).
         """
         was_training = self.model.training
         self.model.eval()
@@ -206,12 +210,22 @@ class SlidingWindowPredictor:
                 band_image = pending.result()
                 if i + 1 < len(ys):  # read the next band while the model runs on this one
                     pending = reader.submit(read_rows, ys[i + 1], ys[i + 1] + win_h)
+                valid = None
+                if isinstance(band_image, tuple):
+                    band_image, valid = band_image
+                    valid = np.asarray(valid, dtype=bool)
                 band_image = torch.as_tensor(np.asarray(band_image))
-                if tuple(band_image.shape) != (3, win_h, width):
-                    raise ValueError(f"read_rows({y}, {y + win_h}) gave shape {tuple(band_image.shape)}, "
+                bad_mask = valid is not None and valid.shape != (win_h, width)
+                if tuple(band_image.shape) != (3, win_h, width) or bad_mask:
+                    mask = "" if valid is None else f" and mask {valid.shape}"
+                    raise ValueError(f"read_rows({y}, {y + win_h}) gave shape {tuple(band_image.shape)}{mask}, "
                                      f"expected {(3, win_h, width)}")
-                for start in range(0, len(xs), self.batch_size):
-                    batch_xs = xs[start:start + self.batch_size]
+                # windows with image in them (all of them without a mask)
+                todo = xs if valid is None else [x for x in xs if valid[:, x:x + win_w].any()]
+                if on_window is not None and len(todo) < len(xs):
+                    on_window(len(xs) - len(todo))
+                for start in range(0, len(todo), self.batch_size):
+                    batch_xs = todo[start:start + self.batch_size]
                     window_scores = self._segment([band_image[:, :, x:x + win_w] for x in batch_xs])
                     if acc is None:
                         acc = np.zeros((window_scores[0].shape[0], win_h, width), np.float32)
@@ -221,10 +235,16 @@ class SlidingWindowPredictor:
                         acc_weight[offset:offset + win_h, x:x + win_w] += weight_2d
                     if on_window is not None:
                         on_window(len(batch_xs))
+                if acc is None:  # nothing segmented yet: the number of classes is the predictor's
+                    acc = np.zeros((len(self.class_names), win_h, width), np.float32)
                 # rows above the next band's first row receive no more windows: hand them out
                 final_end = ys[i + 1] if i + 1 < len(ys) else height
                 n = final_end - top
-                yield top, acc[:, :n] / acc_weight[None, :n]
+                weight = acc_weight[None, :n]
+                scores = np.divide(acc[:, :n], weight, out=np.full_like(acc[:, :n], np.nan), where=weight > 0)
+                if valid is not None:  # top == y: the final rows are the first rows of this band
+                    scores[:, ~valid[:n]] = np.nan
+                yield top, scores
                 acc = np.concatenate([acc[:, n:], np.zeros_like(acc[:, :n])], axis=1)
                 acc_weight = np.concatenate([acc_weight[n:], np.zeros_like(acc_weight[:n])], axis=0)
                 top = final_end

@@ -1,6 +1,6 @@
 """Colours for class maps, overlays with a legend, and downsampled previews of large scenes."""
 import colorsys
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -45,9 +45,19 @@ def class_palette(names: Sequence[str]) -> np.ndarray:
     return np.array(colours, dtype=np.uint8).reshape(len(names), 3)
 
 
-def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """(H, W) class indices -> (H, W, 3) uint8 colours."""
-    return palette[labels]
+# How nodata pixels (no class) look in colour renderings and overlays.
+NODATA_COLOUR = (0, 0, 0)
+NODATA_OVERLAY_COLOUR = (128, 128, 128)
+
+
+def colorize(labels: np.ndarray, palette: np.ndarray, nodata_label: Optional[int] = None) -> np.ndarray:
+    """(H, W) class indices -> (H, W, 3) uint8 colours; ``nodata_label`` pixels are :data:`NODATA_COLOUR`."""
+    if nodata_label is None:
+        return palette[labels]
+    table = np.zeros((max(256, len(palette)), 3), np.uint8)
+    table[:len(palette)] = palette
+    table[nodata_label] = NODATA_COLOUR
+    return table[labels]
 
 
 def preview_size(height: int, width: int, max_side: int, min_side: int = 256):
@@ -62,12 +72,20 @@ def preview_size(height: int, width: int, max_side: int, min_side: int = 256):
 
 
 def overlay_with_legend(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, names: Sequence[str],
-                        alpha: float = 0.5) -> Image.Image:
+                        alpha: float = 0.5, nodata_label: Optional[int] = None) -> Image.Image:
     """The RGB ``image`` (H, W, 3) with the class colours of ``labels`` (H, W) blended in
-    (``alpha`` = mask opacity) and a legend strip (colour swatch + class name) on the right."""
+    (``alpha`` = mask opacity) and a legend strip (colour swatch + class name) on the right.
+    Pixels labelled ``nodata_label`` are shown in :data:`NODATA_OVERLAY_COLOUR`, with a legend
+    entry "nodata", when there are any."""
     if image.shape[:2] != labels.shape:
         raise ValueError(f"image {image.shape[:2]} and labels {labels.shape} differ in size")
-    blended = (image.astype(np.float32) * (1 - alpha) + palette[labels].astype(np.float32) * alpha)
+    nodata = labels == nodata_label if nodata_label is not None else np.zeros(labels.shape, bool)
+    colours = colorize(labels, palette, nodata_label).astype(np.float32)
+    blended = image.astype(np.float32) * (1 - alpha) + colours * alpha
+    blended[nodata] = NODATA_OVERLAY_COLOUR
+    if nodata.any():
+        palette = np.concatenate([palette, np.array([NODATA_OVERLAY_COLOUR], np.uint8)])
+        names = [*names, "nodata"]
     blended = Image.fromarray(np.clip(blended + 0.5, 0, 255).astype(np.uint8))
     # legend text about 1/50 of the picture's height (at least 11 px), so it stays readable
     size = max(11, blended.height // 50)
