@@ -8,9 +8,12 @@
 Checks every file of ``ROOT/<split>/{images,labels}``: completeness (``manifest.json`` present and
 consistent, no interrupted prepare run, every listed file present, files not in the manifest),
 images and labels that cannot be read, image/label pairs of different sizes, labels that are not
-single-channel, label values that are neither a class index nor 255 (ignore), and samples in more
-than one split. Prints the pixels of every class per split. Exit code 0 when nothing is wrong,
-1 when a problem was found, 2 for a bad command line.
+single-channel, label values that are neither a class index nor 255 (ignore), samples in more
+than one split, and what training refuses by the same functions: an image present with two
+extensions, an image without label or a label without image, an empty split
+(``pair_split_files``) and class names that differ only in case or spaces
+(``aeroseg.utils.names.check_unique_names``). Prints the pixels of every class per split. Exit
+code 0 when nothing is wrong, 1 when a problem was found, 2 for a bad command line.
 """
 import argparse
 import os
@@ -25,8 +28,10 @@ from PIL import Image
 from aeroseg.data import DatasetCatalog, MetadataCatalog, read_class_file
 from aeroseg.data.datasets import BUILTIN_DATASETS, datasets_root
 from aeroseg.data.datasets.manifest import IN_PROGRESS_NAME, MANIFEST_NAME, read_manifest
-from aeroseg.data.datasets.sem_seg_folder import IMAGE_EXTENSIONS, SPLITS
-from aeroseg.utils.errors import AerOSegError
+from aeroseg.data.datasets.sem_seg_folder import (IMAGE_EXTENSIONS, SPLITS, duplicate_image_problem,
+                                                   image_files_by_stem, pair_split_files)
+from aeroseg.utils.errors import AerOSegError, DatasetError
+from aeroseg.utils.names import check_unique_names
 from aeroseg.utils.labels import invalid_label_mask
 
 IGNORE = 255
@@ -85,8 +90,9 @@ def _open(path: str):
 
 
 def audit(root: str, splits: Optional[List[str]], classes: Optional[List[str]], require_manifest: bool,
-          out=sys.stdout) -> Audit:
-    """Check ``root``; print the report to ``out``; returns the :class:`Audit`."""
+          out=None) -> Audit:
+    """Check ``root``; print the report to ``out`` (default: the current ``sys.stdout``); returns the :class:`Audit`."""
+    out = sys.stdout if out is None else out
     report = Audit()
     if not os.path.isdir(root):
         report.problem(f"{root}: dataset folder does not exist")
@@ -102,6 +108,10 @@ def audit(root: str, splits: Optional[List[str]], classes: Optional[List[str]], 
             text + ("; re-run its prepare script" if require_manifest else ""))
     if classes is None and manifest and manifest.get("classes"):
         classes = list(manifest["classes"])
+        try:  # the rule training applies to class lists
+            check_unique_names(classes, f"{os.path.join(root, MANIFEST_NAME)} classes", error=DatasetError)
+        except DatasetError as exc:
+            report.problem(str(exc))
     present = [s for s in SPLITS if os.path.isdir(os.path.join(root, s))]
     splits = splits or (list(manifest["splits"]) if manifest else present)
     if not splits:
@@ -115,9 +125,22 @@ def audit(root: str, splits: Optional[List[str]], classes: Optional[List[str]], 
     for split in splits:
         image_dir, label_dir = os.path.join(root, split, "images"), os.path.join(root, split, "labels")
         images, labels = _stems(image_dir, IMAGE_EXTENSIONS), _stems(label_dir, (".png",))
-        if not os.path.isdir(image_dir) or not os.path.isdir(label_dir):
+        folders = os.path.isdir(image_dir) and os.path.isdir(label_dir)
+        if not folders:
             report.problem(f"{os.path.join(root, split)}: missing images/ or labels/ folder")
         listed = set(manifest["splits"].get(split, {}).get("files", [])) if manifest else None
+        if folders and listed is None:  # pairing by file stem: the rule training applies
+            pairs, problems = pair_split_files(image_dir, label_dir)
+            for problem in problems:
+                report.problem(problem)
+            images = {stem: image for stem, (image, _) in pairs.items()}
+            labels = {stem: label for stem, (_, label) in pairs.items()}
+        elif folders:  # a manifest names stem.png; another file of the same stem is ambiguous
+            for stem, names in image_files_by_stem(image_dir).items():
+                if len(names) > 1 and stem in listed:
+                    report.problem(duplicate_image_problem(image_dir, stem, names))
+            if not listed:
+                report.problem(f"{os.path.join(root, MANIFEST_NAME)} lists no samples for split {split}")
         if listed is not None:
             for stem in sorted(listed - set(images))[:report.limit]:
                 report.problem(f"{os.path.join(image_dir, stem + '.png')}: listed in {MANIFEST_NAME} but missing")
@@ -133,10 +156,7 @@ def audit(root: str, splits: Optional[List[str]], classes: Optional[List[str]], 
             if stem in owner and owner[stem] != split:
                 report.problem(f"{stem}: in both {owner[stem]} and {split} (train/val overlap)")
             owner[stem] = split
-            if stem not in images or stem not in labels:
-                if listed is None:
-                    which = "label" if stem in images else "image"
-                    report.problem(f"{os.path.join(root, split)}: {stem} has no {which}")
+            if stem not in images or stem not in labels:  # (reported by pair_split_files or above)
                 continue
             image, why = _open(os.path.join(image_dir, images[stem]))
             if image is None:

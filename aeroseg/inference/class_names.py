@@ -3,13 +3,12 @@ from typing import List, Sequence, Union
 
 import torch
 
-from ..utils.errors import AerOSegError
+from ..utils.names import ClassNameError, check_unique_names
 
 __all__ = ["ClassNames", "parse_classes", "read_classes_file"]
 
 
-class ClassNamesError(AerOSegError, ValueError):
-    pass
+ClassNamesError = ClassNameError  # (the name this module had)
 
 
 class ClassNames:
@@ -29,10 +28,7 @@ class ClassNames:
             groups.append(names)
         if not groups:
             raise ClassNamesError(f"{source}: no class names (expected e.g. \"building, road|street, tree\")")
-        flat = [n for g in groups for n in g]
-        duplicates = sorted({n for n in flat if flat.count(n) > 1})
-        if duplicates:
-            raise ClassNamesError(f"{source}: {', '.join(duplicates)} named more than once")
+        flat = check_unique_names([n for g in groups for n in g], source)  # also across synonyms
         self.groups: List[List[str]] = groups
         self.all_names: List[str] = flat
         self.display_names: List[str] = [g[0] for g in groups]

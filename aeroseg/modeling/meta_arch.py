@@ -10,6 +10,7 @@ from torch import nn
 
 from ..compat import configurable
 from ..utils.errors import ConfigError
+from ..utils.names import check_unique_names
 from .backbone import CLIPBackbone, build_clip_backbone
 from .build import META_ARCH_REGISTRY
 from .guidance import SAM2GuidanceEncoder, SAMGuidanceEncoder, build_guidance_encoder
@@ -153,9 +154,7 @@ class AerOSeg(nn.Module):
         names = [str(n).strip() for n in class_names]
         if not names or any(not n for n in names):
             raise ValueError(f"vocabulary must be a non-empty list of non-empty names, got {list(class_names)!r}")
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"vocabulary has duplicate class names: {duplicates}")
+        check_unique_names(names, "vocabulary")  # one rule wherever names enter (case / spaces)
         if names != self._vocabulary:
             self._vocabulary = names
             self._clear_text_cache()

@@ -13,17 +13,20 @@ UNSEEN: unseen.txt}]`` (relative paths are relative to ROOT).
 import difflib
 import os
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 from PIL import Image
 
 from ...utils.errors import DatasetError
 from ...compat import DatasetCatalog, MetadataCatalog
+from ...utils.io import is_temp_name
+from ...utils.names import check_unique_names, read_text_lines
 from .manifest import MANIFEST_NAME, read_manifest, split_stems
 
 __all__ = [
     "DatasetError",
     "load_sem_seg_folder",
+    "pair_split_files",
     "read_class_file",
     "register_folder_dataset",
     "register_sem_seg_dataset",
@@ -81,35 +84,71 @@ def load_sem_seg_folder(image_dir: str, label_dir: str, prepare_hint: str = "",
         again = f"; re-run: {prepare_hint}" if prepare_hint else ""
         raise DatasetError(f"dataset folder {root} has no {MANIFEST_NAME}: its prepare run did not finish "
                            f"(or predates manifests){again}")
-    labels = {Path(f).stem: f for f in os.listdir(label_dir) if f.lower().endswith(".png")}
-    images = {Path(f).stem: f for f in sorted(os.listdir(image_dir)) if f.lower().endswith(IMAGE_EXTENSIONS)}
-    dicts = []
-    for stem, name in sorted(images.items()):
-        if stem not in labels:
-            raise DatasetError(f"image {os.path.join(image_dir, name)} has no label {stem}.png in {label_dir}")
-        path = os.path.join(image_dir, name)
-        dicts.append({"file_name": path, "sem_seg_file_name": os.path.join(label_dir, labels[stem]),
-                      **_image_size(path)})
-    orphans = sorted(stem for stem in labels if stem not in images)
-    if orphans:
-        raise DatasetError(f"label {os.path.join(label_dir, labels[orphans[0]])} has no image {orphans[0]}.* in "
-                           f"{image_dir} ({len(orphans)} label(s) without image): restore the image(s) or "
-                           f"remove the label(s)")
-    if not dicts:
-        raise DatasetError(f"dataset folder {image_dir} contains no images{hint}")
-    return dicts
+    pairs, problems = pair_split_files(image_dir, label_dir)
+    if problems:
+        raise DatasetError(problems[0] + (hint if not pairs else ""))
+    return [{"file_name": os.path.join(image_dir, image), "sem_seg_file_name": os.path.join(label_dir, label),
+             **_image_size(os.path.join(image_dir, image))} for image, label in pairs.values()]
 
 
 def read_class_file(path: Union[str, Path]) -> List[str]:
-    """One class name per line; blank lines and ``#`` comments ignored."""
+    """One class name per line; blank lines and ``#`` comments ignored.
+
+    UTF-8 with or without a byte-order mark, any line ending; names that differ only in case or
+    spaces are refused (:func:`aeroseg.utils.names.check_unique_names`).
+    """
     if not os.path.isfile(path):
         raise DatasetError(f"class list {path} does not exist (expected one class name per line)")
-    with open(path, encoding="utf-8") as f:
-        names = [line.split("#", 1)[0].strip() for line in f]
+    names = [line.split("#", 1)[0].strip() for line in read_text_lines(path, error=DatasetError)]
     names = [n for n in names if n]
     if not names:
         raise DatasetError(f"class list {path} names no classes")
-    return names
+    return check_unique_names(names, f"class list {path}", error=DatasetError)
+
+
+def image_files_by_stem(image_dir: str) -> Dict[str, List[str]]:
+    """{stem: [file names]} of the images (any of ``IMAGE_EXTENSIONS``) in ``image_dir``."""
+    images: Dict[str, List[str]] = {}
+    for name in sorted(os.listdir(image_dir)):
+        if name.lower().endswith(IMAGE_EXTENSIONS) and not is_temp_name(name):
+            images.setdefault(Path(name).stem, []).append(name)
+    return images
+
+
+def duplicate_image_problem(image_dir: str, stem: str, names: Sequence[str]) -> str:
+    return (f"image {stem} is in {image_dir} {len(names)} times ({', '.join(names)}): keep one, each image needs "
+            f"exactly one file")
+
+
+def pair_split_files(image_dir: str, label_dir: str):
+    """``({stem: (image name, label name)}, problems)`` of a split's ``images/`` and ``labels/``.
+
+    The one rule for pairing files, used by training (which raises the first problem) and by
+    ``tools/check_dataset.py`` (which reports them all): images (any of ``IMAGE_EXTENSIONS``) and
+    label PNGs pair by file stem; a stem present with two image extensions (``a.png`` and
+    ``a.jpg``: which one is meant?), an image without a label, a label without an image and a
+    split without images are problems.
+    """
+    problems: List[str] = []
+    labels = {Path(f).stem: f for f in sorted(os.listdir(label_dir)) if f.lower().endswith(".png")}
+    images = image_files_by_stem(image_dir)
+    pairs = {}
+    for stem, names in sorted(images.items()):
+        if len(names) > 1:
+            problems.append(duplicate_image_problem(image_dir, stem, names))
+            continue
+        if stem not in labels:
+            problems.append(f"image {os.path.join(image_dir, names[0])} has no label {stem}.png in {label_dir}")
+            continue
+        pairs[stem] = (names[0], labels[stem])
+    orphans = sorted(stem for stem in labels if stem not in images)
+    if orphans:
+        problems.append(f"label {os.path.join(label_dir, labels[orphans[0]])} has no image {orphans[0]}.* in "
+                        f"{image_dir} ({len(orphans)} label(s) without image): restore the image(s) or remove the "
+                        f"label(s)")
+    if not images:
+        problems.append(f"dataset folder {image_dir} contains no images")
+    return pairs, problems
 
 
 def register_sem_seg_dataset(
@@ -127,8 +166,7 @@ def register_sem_seg_dataset(
     unknown = [c for c in unseen_classes if c not in classes]
     if unknown:
         raise DatasetError(f"dataset {name}: unseen classes {unknown} are not among its classes {classes}")
-    if len(set(classes)) != len(classes):
-        raise DatasetError(f"dataset {name}: duplicate class names in {classes}")
+    check_unique_names(classes, f"dataset {name}", error=DatasetError)
     DatasetCatalog.register(
         name, loader or (lambda: load_sem_seg_folder(image_dir, label_dir, prepare_hint))
     )
