@@ -311,6 +311,18 @@ def _check_weight_files(cfg, purpose: str, resume: bool) -> None:
                           f"see MODEL_ZOO.md, or set MODEL.{node}.CHECKPOINT \"\" for random weights)")
 
 
+def _check_training_vocabulary(cfg) -> None:
+    """Training needs every class through the head: at most MODEL.AEROSEG.CLASS_PAD_LEN of them."""
+    from ..data.vocabulary import training_vocabulary
+
+    names = training_vocabulary(cfg.DATASETS.TRAIN) or list(cfg.MODEL.AEROSEG.VOCABULARY)
+    pad = cfg.MODEL.AEROSEG.CLASS_PAD_LEN
+    if 0 < pad < len(names):
+        raise ConfigError(f"MODEL.AEROSEG.CLASS_PAD_LEN={pad}: the training vocabulary has {len(names)} classes; "
+                          f"expected 0 (no padding) or at least {len(names)} (inference may use longer "
+                          f"vocabularies: the top {pad} classes per image by CLIP score are segmented)")
+
+
 # ----------------------------------------------------------------------------- the model's own rules
 def weightless_config(cfg, device: Optional[str] = None):
     """A copy of ``cfg`` with every weight source cleared (random init) and ``MODEL.DEVICE`` set."""
@@ -381,6 +393,8 @@ def validate_config(cfg, purpose: str, *, world_size: int = 1, resume: bool = Fa
             from ..data.check import check_dataset_names
 
             check_dataset_names(cfg, train=purpose == "train")
+        if purpose == "train":
+            _check_training_vocabulary(cfg)
         _check_model_builds(cfg)
 
 

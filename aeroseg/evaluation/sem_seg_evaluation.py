@@ -188,8 +188,7 @@ class OpenVocabSemSegEvaluator(DatasetEvaluator):
         self.output_dir = output_dir
         self.distributed = distributed
         self.seen_classes, self.unseen_classes = self._resolve_split(meta, seen_classes, unseen_classes)
-        self._conf = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
-        self._num_images = 0
+        self.reset()
 
     # ------------------------------------------------------------------ set-up
     def _resolve_split(self, meta, seen, unseen):
@@ -219,6 +218,8 @@ class OpenVocabSemSegEvaluator(DatasetEvaluator):
     def reset(self) -> None:
         self._conf = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
         self._num_images = 0
+        # DATALOADER.OUT_OF_RANGE_LABELS ignore: files and pixels whose label values were mapped to ignore
+        self._out_of_range = [0, 0]
 
     def _ground_truth(self, item: dict, where: str) -> torch.Tensor:
         if "sem_seg" in item and item["sem_seg"] is not None:
@@ -265,23 +266,29 @@ class OpenVocabSemSegEvaluator(DatasetEvaluator):
             counts = torch.bincount(index, minlength=k * k)
             self._conf += counts.view(k, k).to(device="cpu", dtype=torch.int64)
             self._num_images += 1
+            mapped = int(item.get("out_of_range_pixels", 0) or 0)  # set by the mapper (OUT_OF_RANGE_LABELS ignore)
+            if mapped:
+                self._out_of_range[0] += 1
+                self._out_of_range[1] += mapped
 
     # ------------------------------------------------------------------ results
     def _reduced(self):
-        """(confusion matrix, number of images), summed over processes when distributed."""
-        conf, num_images = self._conf, self._num_images
+        """(confusion matrix, number of images, [files, pixels] mapped to ignore), summed over processes
+        when distributed."""
+        conf, num_images, out_of_range = self._conf, self._num_images, list(self._out_of_range)
         if self.distributed and comm.get_world_size() > 1:
             device = torch.device("cpu")
             if dist.get_backend() == "nccl":
                 device = torch.device("cuda", torch.cuda.current_device())
-            flat = torch.cat([conf.flatten(), torch.tensor([num_images], dtype=torch.int64)]).to(device)
+            extra = torch.tensor([num_images, *out_of_range], dtype=torch.int64)
+            flat = torch.cat([conf.flatten(), extra]).to(device)
             dist.all_reduce(flat, op=dist.ReduceOp.SUM)
             flat = flat.cpu()
-            conf, num_images = flat[:-1].view_as(conf), int(flat[-1])
-        return conf, num_images
+            conf, num_images, out_of_range = flat[:-3].view_as(conf), int(flat[-3]), flat[-2:].tolist()
+        return conf, num_images, out_of_range
 
     def evaluate(self):
-        conf, num_images = self._reduced()
+        conf, num_images, out_of_range = self._reduced()
         if self.distributed and not comm.is_main_process():
             return {}
         metrics = metrics_from_confusion_matrix(conf.numpy(), self.class_names, self.seen_classes,
@@ -294,9 +301,18 @@ class OpenVocabSemSegEvaluator(DatasetEvaluator):
         for note in metrics["notes"]:
             logger.warning("%s: %s", self.dataset_name, note)
         self._log_table(metrics)
+        if out_of_range[0]:
+            logger.warning("%s: %d label pixels in %d of %d file(s) had values outside 0..%d and were mapped to "
+                           "ignore (DATALOADER.OUT_OF_RANGE_LABELS ignore); they are not in the metrics",
+                           self.dataset_name, out_of_range[1], out_of_range[0], num_images, self.num_classes - 1)
         if self.output_dir:
             path = os.path.join(self.output_dir, RESULTS_FILE)
-            _write_json_atomically(path, self._json_payload(conf, num_images, metrics))
+            payload = self._json_payload(conf, num_images, metrics)
+            payload["out_of_range_labels"] = {
+                "files": int(out_of_range[0]), "pixels": int(out_of_range[1]),
+                "meaning": f"label values outside 0..{self.num_classes - 1} (other than {self.ignore_label}) "
+                           f"mapped to ignore (DATALOADER.OUT_OF_RANGE_LABELS ignore)"}
+            _write_json_atomically(path, payload)
             logger.info("Wrote %s", path)
         return OrderedDict([("sem_seg", results)])
 

@@ -144,3 +144,10 @@ def test_command_line_numbers_are_checked(tmp_path, capsys):
         assert _run(tmp_path / "x", flags=flags) == 2
         assert text in _error(capsys)
     assert not (tmp_path / "x").exists()
+
+
+def test_training_vocabulary_longer_than_the_class_padding_is_refused_before_the_run():
+    cfg = _cfg("MODEL.AEROSEG.CLASS_PAD_LEN", "3")  # the synthetic training set has 4 seen classes
+    with pytest.raises(ConfigError, match="CLASS_PAD_LEN=3: the training vocabulary has 4 classes"):
+        validate_config(cfg, "train")
+    validate_config(cfg, "predict")  # inference keeps the top 3 classes per image

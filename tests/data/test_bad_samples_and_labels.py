@@ -68,6 +68,20 @@ def test_out_of_range_labels_may_be_mapped_to_ignore_and_are_counted(fab):
         SemSegDatasetMapper(cfg, is_train=False, dataset_name=f"{name}_val")
 
 
+def test_evaluation_gives_the_total_of_labels_mapped_to_ignore(fab, tmp_path):
+    import json
+
+    name, root, opts = fab
+    _poison_label(root, "val", "val1", [7, 200])  # 2 rows x 5 pixels
+    _poison_label(root, "val", "val3", [9])  # 5 pixels
+    out = tmp_path / "eval"
+    assert _run(out, *opts, "DATALOADER.OUT_OF_RANGE_LABELS", "ignore", flags=("--eval-only",)) == 0
+    results = json.loads((out / "inference" / f"{name}_val" / "sem_seg_results.json").read_text())
+    assert results["num_images"] == 4
+    assert results["out_of_range_labels"]["files"] == 2 and results["out_of_range_labels"]["pixels"] == 15
+    assert "15 label pixels in 2 of 4 file(s) had values outside 0..5" in (out / "log.txt").read_text()
+
+
 def test_unknown_custom_dataset_key_is_an_error_with_the_close_match(fab, tmp_path, capsys):
     name, root, opts = fab
     typo = repr([{"NAME": name + "x", "ROOT": str(root), "CLASSES": CLASSES, "UNSEEEN": UNSEEN}])

@@ -348,3 +348,30 @@ def test_a_training_encoding_keeps_the_back_projection_targets():
     # shared storage is counted once
     assert encoding.nbytes == (encoding.dense.nbytes + sum(t.nbytes for t in encoding.taps)
                                + encoding.training_targets["clip_images"].nbytes)
+
+
+def test_a_vocabulary_longer_than_the_class_padding_keeps_the_top_classes_by_clip_score():
+    """CAT-Seg's rule: per image, the CLASS_PAD_LEN classes with the highest CLIP correlation go
+    through the head (as a vocabulary of only them would), the others get probability 0."""
+    from aeroseg.modeling.head.correlation import correlation_volume
+
+    model = build_tiny("MODEL.AEROSEG.CLASS_PAD_LEN", "3").eval()
+    vocabulary = list(model.vocabulary)
+    assert len(vocabulary) == 6
+    batch = random_batch(n=2, size=64)
+    with torch.no_grad():
+        out = [o["sem_seg"] for o in model(batch)]
+        images = [item["image"] for item in batch]
+        dense = model.clip_backbone(model.clip_backbone.preprocess(images))["dense"]
+        score = correlation_volume(dense, model.text_embeddings()).flatten(2).amax(dim=2)
+    for b, probabilities in enumerate(out):
+        assert probabilities.shape == (6, 64, 64)
+        chosen = sorted(score[b].topk(3).indices.tolist())
+        others = [i for i in range(6) if i not in chosen]
+        assert probabilities[others].max() < 1e-30
+        with torch.no_grad(), model.vocabulary_as([vocabulary[i] for i in chosen]):
+            alone = model([batch[b]])[0]["sem_seg"]
+        torch.testing.assert_close(probabilities[chosen], alone, atol=1e-5, rtol=1e-4)
+    model.train()
+    with pytest.raises(ConfigError, match="more than MODEL.AEROSEG.CLASS_PAD_LEN 3"):
+        model(batch)

@@ -82,6 +82,7 @@ class CorrelationHead(nn.Module):
                 f"index in 0..{len(guidance_channels) - 1} per decoder stage ({len(decoder_dims)})"
             )
         self.decoder_guidance_taps = tuple(int(t) for t in decoder_guidance_taps)
+        self.class_pad_len = int(class_pad_len)
 
         self.correlation_embed = CorrelationEmbedding(num_correlation_maps, feature_dim, correlation_kernel)
         # P_v: projection of the spatial guidance (last tap, SAM F3) to the refinement's q/k.
@@ -165,8 +166,11 @@ class CorrelationHead(nn.Module):
             text: (T, P, D) normalized text embeddings of T classes x P prompts.
             taps: guidance maps (B, C_i, H_i, W_i); ``taps[-1]`` guides the spatial refinement.
         Returns:
-            logits (B, T, 4h, 4w) and the refined correlation features phi'' (B, T, d_F, h, w).
+            logits (B, T, 4h, 4w) and the refined correlation features phi'' (B, T, d_F, h, w);
+            None for the latter when T exceeds the class padding (:meth:`_forward_top_classes`).
         """
+        if 0 < self.class_pad_len < text.shape[0]:
+            return self._forward_top_classes(dense, text, taps), None
         h, w = dense.shape[-2:]
         x = self.correlation_embed(correlation_volume(dense, text))
         spatial_guidance = self.spatial_guidance_proj(resize_feature_map(taps[-1], (h, w)))
@@ -176,3 +180,24 @@ class CorrelationHead(nn.Module):
             x = block(x, spatial_guidance, text_guidance)
         logits = self.decoder(x, [taps[t] for t in self.decoder_guidance_taps])
         return logits, x
+
+    def _forward_top_classes(self, dense: torch.Tensor, text: torch.Tensor, taps: List[torch.Tensor]) -> torch.Tensor:
+        """A vocabulary longer than ``class_pad_len`` (CAT-Seg's rule): per image, the ``class_pad_len``
+        classes with the highest CLIP correlation (its maximum over rotations, prompts and positions)
+        go through the head; the other classes get the logit -100 (probability 0). Inference only:
+        the training loss needs every class's logits.
+        """
+        if self.training:
+            raise ConfigError(f"the vocabulary has {text.shape[0]} classes, more than MODEL.AEROSEG.CLASS_PAD_LEN "
+                              f"{self.class_pad_len}: train with at most that many classes or a larger "
+                              f"CLASS_PAD_LEN (only inference keeps the top {self.class_pad_len} classes per image)")
+        score = correlation_volume(dense, text).flatten(2).amax(dim=2)  # (B, T): best match of each class
+        chosen = score.topk(self.class_pad_len, dim=1).indices.sort(dim=1).values
+        logits = []
+        for b in range(dense.shape[0]):
+            classes = chosen[b]
+            selected, _ = self(dense[b:b + 1], text[classes], [t[b:b + 1] for t in taps])
+            full = selected.new_full((1, text.shape[0], *selected.shape[-2:]), -100.0)
+            full[:, classes] = selected
+            logits.append(full)
+        return torch.cat(logits)
