@@ -164,3 +164,19 @@ def test_bf16_mixed_precision_run(tmp_path, monkeypatch):
     assert all(math.isfinite(r["total_loss"]) for r in records if "total_loss" in r)
     state = _final_state(tmp_path / "amp")
     assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())  # master weights stay fp32
+
+
+def test_ctrl_c_during_an_evaluation_is_one_line(tmp_path, monkeypatch, capsys):
+    def interrupted(cls, cfg, model, evaluators=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "test", classmethod(interrupted))
+    assert _run(tmp_path / "eval", flags=("--eval-only",)) == train_net.EXIT_INTERRUPTED
+    err = capsys.readouterr().err.strip()
+    assert err == ("interrupted: stopped during the evaluation of synthetic_aerial_val; results are written only "
+                   "when an evaluation completes, so run the same command again")
+    # and before the first checkpoint of a training run: nothing to resume
+    monkeypatch.setattr(Trainer, "run_step", lambda self, batch: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert _run(tmp_path / "train", "SOLVER.MAX_ITER", "4", "DATASETS.TEST", "()") == train_net.EXIT_INTERRUPTED
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("interrupted: stopped at iteration 1 of 4, before the first checkpoint") and "\n" not in err
