@@ -54,7 +54,7 @@ def parse_metrics(path: Path) -> Dict[str, float]:
 
     Raises a one-line :class:`ResultsError` naming ``path`` and the field for anything else: a
     file that is not JSON, not an object, without a "metrics" object, or with a metric that is not
-    a number (booleans and numeric strings included: they are not results).
+    a finite number (booleans, numeric strings and infinities included: they are not results).
     """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -73,8 +73,8 @@ def parse_metrics(path: Path) -> Dict[str, float]:
     for name, value in metrics.items():
         if value is None:
             values[name] = float("nan")
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            values[name] = float(value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isinf(value):
+            values[name] = float(value)  # (a NaN literal is "no value", as null)
         else:
             raise ResultsError(f"{path}: metrics.{name} is {json.dumps(value)[:60]} ({type(value).__name__}), "
                                f"expected a number or null")

@@ -150,6 +150,7 @@ def test_paper_numbers_are_in_their_table_row():
     ('{"metrics": {"s-mIoU": "70.0"}}', "metrics.s-mIoU is \"70.0\" (str), expected a number or null"),
     ('{"metrics": {"h-mIoU": true}}', "metrics.h-mIoU is true (bool)"),
     ('{"metrics": {"u-mIoU": {"value": 1}}}', "metrics.u-mIoU is"),
+    ('{"metrics": {"mIoU": Infinity}}', "metrics.mIoU is Infinity (float)"),
     ("{not json", "not JSON"),
 ])
 def test_a_malformed_results_file_is_one_line_naming_file_and_field(tmp_path, capsys, content, field):
