@@ -229,14 +229,14 @@ def _fail(key: str, value, expected: str) -> ConfigError:
 
 
 # ----------------------------------------------------------------------------- combinations
-def _check_combinations(cfg, purpose: str, world_size: int, resume: bool) -> None:
+def _check_combinations(cfg, purpose: str, world_size: int, resume: bool, here: bool = True) -> None:
     if purpose == "train" and not cfg.DATASETS.TRAIN:
         raise ConfigError("DATASETS.TRAIN is empty: name the dataset(s) to train on, e.g. "
                           "DATASETS.TRAIN \"('synthetic_aerial_train',)\"")
     if purpose == "eval" and not cfg.DATASETS.TEST:
         raise ConfigError("DATASETS.TEST is empty: --eval-only needs the dataset(s) to evaluate on, e.g. "
                           "DATASETS.TEST \"('synthetic_aerial_val',)\"")
-    _check_device(cfg, purpose)
+    _check_device(cfg, purpose, here)
     _check_crop(cfg, purpose)
     if purpose == "train":
         sizes = list(cfg.INPUT.MIN_SIZE_TRAIN)
@@ -255,12 +255,12 @@ def _check_combinations(cfg, purpose: str, world_size: int, resume: bool) -> Non
     _check_weight_files(cfg, purpose, resume)
 
 
-def _check_device(cfg, purpose: str) -> None:
+def _check_device(cfg, purpose: str, here: bool = True) -> None:
     device = str(cfg.MODEL.DEVICE)
     kind, _, index = device.partition(":")
     if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
         raise _fail("MODEL.DEVICE", cfg.MODEL.DEVICE, "'cpu', 'cuda' or 'cuda:N'")
-    if kind == "cuda" and purpose in _RUNS:
+    if kind == "cuda" and purpose in _RUNS and here:
         import torch
 
         if not torch.cuda.is_available():
@@ -364,13 +364,14 @@ def _check_model_builds(cfg) -> None:
 
 # ----------------------------------------------------------------------------- entry point
 def validate_config(cfg, purpose: str, *, world_size: int = 1, resume: bool = False,
-                    build_check: bool = True) -> None:
+                    build_check: bool = True, here: bool = True) -> None:
     """Raise a one-line :class:`ConfigError` for the first key of ``cfg`` that ``purpose`` cannot use.
 
     ``purpose``: one of :data:`PURPOSES`. ``world_size``: the number of training processes.
     ``resume``: MODEL.WEIGHTS need not exist (the run continues from OUTPUT_DIR's checkpoint).
     ``build_check``: also build the model on the meta device (its builders' rules); needs the
-    config's datasets registered (the training vocabulary comes from them).
+    config's datasets registered (the training vocabulary comes from them). ``here``: the run
+    runs on this machine (False for a submitted job: MODEL.DEVICE cuda needs no local GPU).
     """
     if purpose not in PURPOSES:
         raise ValueError(f"purpose={purpose!r}: expected one of {PURPOSES}")
@@ -384,7 +385,7 @@ def validate_config(cfg, purpose: str, *, world_size: int = 1, resume: bool = Fa
         expected = check(value)
         if expected is not None:
             raise _fail(key, value, expected)
-    _check_combinations(cfg, purpose, world_size, resume)
+    _check_combinations(cfg, purpose, world_size, resume, here)
     from ..utils.names import check_unique_names
 
     check_unique_names(cfg.MODEL.AEROSEG.VOCABULARY, "MODEL.AEROSEG.VOCABULARY")

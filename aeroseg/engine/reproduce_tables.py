@@ -224,6 +224,8 @@ def _check_run(argv: Sequence[str], launcher_args):
     from .train_net import load_config
 
     args = default_argument_parser().parse_args(list(argv))
+    for name in ("launcher", "nodes", "gpus_per_node"):  # validated for the job's world, not this machine
+        setattr(args, name, getattr(launcher_args, name))
     cfg = load_config(args)
     submit.check_job_config(cfg, launcher_args, train=not args.eval_only)
     return cfg

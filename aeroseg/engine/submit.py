@@ -188,6 +188,13 @@ def _first_override(argv: Sequence[str]) -> int:
     return len(argv)
 
 
+def _continued(argv: Sequence[str]) -> List[str]:
+    """``argv`` of a run that continues: ``--resume`` added, ``--overwrite`` dropped (the first attempt
+    cleared the folder; the next must continue it, not clear it again)."""
+    head = [a for a in argv[: _first_override(argv)] if a != "--overwrite"]
+    return ["--resume", *head, *argv[_first_override(argv):]]
+
+
 class TrainJob:
     """What a submitted job runs: ``aeroseg-train <argv>`` in each of the job's tasks.
 
@@ -207,7 +214,7 @@ class TrainJob:
         argv = list(self.argv)
         head = argv[: _first_override(argv)]
         if int(environ.get("SLURM_RESTART_COUNT") or 0) > 0 and "--resume" not in head and "--eval-only" not in head:
-            argv.insert(0, "--resume")
+            argv = _continued(argv)
         return argv
 
     def checkpoint(self, *args, **kwargs):
@@ -218,7 +225,7 @@ class TrainJob:
         argv = list(self.argv)
         head = argv[: _first_override(argv)]
         if "--resume" not in head and "--eval-only" not in head:
-            argv.insert(0, "--resume")
+            argv = _continued(argv)
         return DelayedSubmission(TrainJob(argv, self.requeues + 1))
 
     def __call__(self):
@@ -524,6 +531,9 @@ def train_arguments(args, output_dir: Path) -> List[str]:
         argv.append("--eval-only")
     if args.engine != "aeroseg":
         argv += ["--engine", args.engine]
+    for flag in ("overwrite", "allow_config_changes"):  # the run-folder options (run_folder.py)
+        if getattr(args, flag, False):
+            argv.append("--" + flag.replace("_", "-"))
     opts = list(args.opts or [])
     pairs = [opts[i:i + 2] for i in range(0, len(opts), 2)]  # load_config checked they are KEY VALUE pairs
     return argv + [x for pair in pairs if pair[0] != "OUTPUT_DIR" for x in pair] + ["OUTPUT_DIR", str(output_dir)]
@@ -619,6 +629,9 @@ def submit_training(args, parser=None) -> int:
     check_job_config(cfg, args, train=not args.eval_only)
     output_dir = Path(cfg.OUTPUT_DIR).resolve()
     previous = check_run_folder_free(output_dir)
+    from .train_net import precheck_output_dir
+
+    precheck_output_dir(cfg, args)  # holds another run, or --resume with another config: refused before queueing
     folder = (args.slurm_dir or output_dir / "slurm").resolve()
     argv = train_arguments(args, output_dir)
     job = submit_and_record(

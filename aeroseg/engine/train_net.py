@@ -66,7 +66,8 @@ def load_config(args):
     cfg = load_config_file(args.config_file, args.opts)
     # datasets first: the model's vocabulary (checked by validate_config's meta build) comes from them
     register_datasets_from_config(cfg)
-    validate_config(cfg, "eval" if args.eval_only else "train", world_size=world_size_of(args), resume=args.resume)
+    validate_config(cfg, "eval" if args.eval_only else "train", world_size=world_size_of(args), resume=args.resume,
+                    here=getattr(args, "launcher", "none") == "none")
     cfg.freeze()
     return cfg
 

@@ -165,3 +165,19 @@ def test_a_drawn_seed_is_recorded_and_reused_by_resume(tmp_path, monkeypatch, ca
     # and a resume with an explicit other seed is a result-changing change
     assert _run(tmp_path / "resumed", *opts[:-1], str(seed + 1), flags=("--resume",)) == 2
     assert "SEED" in _error(capsys)
+
+
+def test_submitted_runs_carry_the_folder_options_and_a_requeue_continues_instead_of_clearing(tmp_path):
+    import argparse
+
+    from aeroseg.engine.submit import TrainJob, train_arguments
+
+    args = argparse.Namespace(config_file="cfg.yaml", resume=False, eval_only=False, engine="aeroseg",
+                              overwrite=True, allow_config_changes=False, opts=["SOLVER.MAX_ITER", "3"])
+    argv = train_arguments(args, tmp_path / "run")
+    assert "--overwrite" in argv and argv[-2:] == ["OUTPUT_DIR", str(tmp_path / "run")]
+    # SLURM requeued the job itself: the next attempt resumes the cleared folder's run, never clears it again
+    again = TrainJob(argv).attempt_argv({"SLURM_RESTART_COUNT": "1"})
+    assert again[0] == "--resume" and "--overwrite" not in again
+    assert again[-4:] == ["SOLVER.MAX_ITER", "3", "OUTPUT_DIR", str(tmp_path / "run")]
+    assert TrainJob(argv).attempt_argv({}) == argv  # the first attempt as submitted

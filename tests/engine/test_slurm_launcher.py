@@ -351,8 +351,9 @@ def test_reproduce_tables_submits_one_array_and_reports_the_states(tmp_path, mon
     (("--launcher", "slurm", "--mem", "lots"), "--mem lots: expected SLURM's syntax"),
     (("--launcher", "slurm", "--timeout", "1"), "--signal-delay 120: expected more than 0 and less than the time"),
     (("--partition", "gpu"), "--partition: only for a submitted job; add --launcher slurm"),
-    (("--launcher", "local", "--gpus-per-node", "3"), "SOLVER.IMS_PER_BATCH=4 is not divisible by the job's 3 "
-                                                      "processes (--nodes 1 x --gpus-per-node 3)"),
+    # (validate_config, with the job's world size --nodes x --gpus-per-node)
+    (("--launcher", "local", "--gpus-per-node", "3"), "SOLVER.IMS_PER_BATCH=4: expected a multiple of the number "
+                                                      "of processes (3)"),
     (("--launcher", "slurm"), "--partition is required on this cluster (it has no default partition); sinfo "
                               "lists: debug, gpu"),
     (("--launcher", "slurm", "--partition", "a100"), "--partition a100: no such partition on this cluster"),
@@ -384,15 +385,17 @@ def test_missing_submitit_or_sbatch_is_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_failed_local_job_is_one_line_with_its_log(tmp_path, capsys):
-    out, weights = tmp_path / "run", tmp_path / "moved_away.pth"  # fails inside the job, at loading
+    # a missing file is refused before the job queues (validate_config); a corrupt one fails inside the job
+    out, weights = tmp_path / "run", tmp_path / "corrupt.pth"
+    weights.write_bytes(b"not a checkpoint")
     assert run_train_net(out, "SOLVER.MAX_ITER", "1", "MODEL.WEIGHTS", str(weights), *TINY,
                          flags=LOCAL) == 2
     err = error_line(capsys)
     job_id = _record(out)["job_id"]
-    assert err.startswith(f"error: local job {job_id} failed: ") and f"checkpoint {weights} does not exist" in err
+    assert err.startswith(f"error: local job {job_id} failed: ") and f"checkpoint {weights} could not be read" in err
     assert err.endswith(f"(log: {out / 'slurm' / f'{job_id}_0_log.err'})")
     status = submit.job_statuses([_record(out)])[0]
-    assert status.state == "failed" and f"checkpoint {weights} does not exist" in status.detail
+    assert status.state == "failed" and f"checkpoint {weights} could not be read" in status.detail
     # a job killed (or stopped at its time limit) leaves no result: said so, with its log's last line
     (out / "slurm" / f"{job_id}_0_result.pkl").unlink()
     (out / "slurm" / f"{job_id}_0_log.err").write_text("...\nsubmitit WARNING - Bypassing signal SIGTERM\n")
