@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..inference.class_names import ClassNames, parse_classes
-from ..inference.scene_io import IMAGE_SUFFIXES, SceneReader, is_geotiff, output_paths, segment_scene
+from ..inference.scene_io import NODATA_LABEL, IMAGE_SUFFIXES, SceneReader, is_geotiff, output_paths, segment_scene
 from ..inference.sliding_window import SlidingWindowPredictor
 from ..inference.visualize import class_palette, overlay_with_legend
 from ..utils.errors import AerOSegError, describe_exception
@@ -200,7 +200,7 @@ class DemoSession:
     def overlay(self, result: DemoResult, alpha: float) -> Image.Image:
         """The overlay of ``result`` at another opacity (the mask is not recomputed)."""
         return overlay_with_legend(result.preview["image"], result.preview["labels"], result.palette,
-                                   result.names, float(alpha))
+                                   result.names, float(alpha), nodata_label=NODATA_LABEL)
 
     def _remember(self, out_dir: Path) -> None:
         self._results.append(out_dir)

@@ -193,3 +193,26 @@ def test_the_classes_box_starts_with_the_test_datasets_classes(tmp_path):
     assert session.default_classes == "building, road, tree, water, low vegetation, car"  # unseen ones too
     cfg.merge_from_list(["DATASETS.TEST", "()"])
     assert session.default_classes == "building, road, tree, low vegetation"
+
+
+def test_an_image_with_nodata_is_shown_with_its_nodata(tmp_path):
+    """The session works without Gradio; transparent pixels get no class, and the overlay at any
+    opacity shows them (it indexed the palette with the nodata label)."""
+    from aeroseg.inference.scene_io import NODATA_LABEL
+    from aeroseg.inference.visualize import NODATA_OVERLAY_COLOUR
+    from conftest import TINY_CONFIG
+
+    predictor = SlidingWindowPredictor.from_config_file(str(TINY_CONFIG), opts=["DATASETS.TRAIN", "()",
+                                                                                 "DATASETS.TEST", "()"])
+    session = DemoSession(predictor, max_pixels=DEMO_MAX_PIXELS, work_dir=str(tmp_path / "work"))
+    rgba = np.dstack([synthetic_scene(tmp_path / "scene.png", rows=1, cols=1), np.full((64, 64), 255, np.uint8)])
+    rgba[:, :32, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "half.png")
+    result = session.segment(tmp_path / "half.png", "building, road")
+    labels = result.preview["labels"]
+    assert (labels[:, : labels.shape[1] // 2] == NODATA_LABEL).all()
+    assert sum(result.shares) == pytest.approx(0.5)  # the classes' shares of the image, nodata excluded
+    for alpha in (0.0, 1.0):
+        overlay = np.asarray(session.overlay(result, alpha))
+        assert (overlay[10, 10] == NODATA_OVERLAY_COLOUR).all()
+    session.close()
