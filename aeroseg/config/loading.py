@@ -39,7 +39,7 @@ def load_config(config_file: str, opts: Optional[Sequence[str]] = (), cfg=None):
         missing = getattr(exc, "filename", None) or one_line(exc, 200)
         raise ConfigError(f"{config_file}: cannot read {missing} ({exc.strerror or 'unreadable'}); "
                           f"check its _BASE_ path (relative to the file that names it)") from None
-    return merge_overrides(cfg, opts, f"{config_file} with the command-line overrides")
+    return merge_overrides(cfg, opts, config_file)
 
 
 def merge_overrides(cfg, opts: Sequence[str], source: str = "command line"):

@@ -95,7 +95,9 @@ def test_a_geotiff_gives_georeferenced_labels_with_a_colour_table(client, tmp_pa
     ("unreadable", "building", "broken.png: cannot read the image (UnidentifiedImageError: cannot identify image "
                                "file 'broken.png'); expected a PNG, JPEG or GeoTIFF"),
     ("empty classes", " , ", "classes ' , ': no class names (expected e.g. \"building, road|street, tree\")"),
-    ("duplicates", "road, tree|road", "classes 'road, tree|road': road named more than once"),
+    ("duplicates", "road, tree|road", "classes 'road, tree|road': duplicate class names ('road' = 'road'; names "
+                                      "that differ only in case or spaces are the same class to the model): keep "
+                                      "one of each"),
     ("too large", "building", "large.png is 250×200 px (50,000 pixels): this demo segments images of up to "
                               "40,000 pixels (--max-pixels); crop or downsample it, or use aeroseg-predict"),
 ])
