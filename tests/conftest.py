@@ -82,15 +82,11 @@ def _deterministic():
     yield
 
 
-def config_leaves(node, prefix=""):
+def config_leaves(node) -> dict:
     """{"A.B.C": value} for every non-node entry of a (nested) CfgNode."""
-    out = {}
-    for key, value in node.items():
-        if isinstance(value, dict):
-            out.update(config_leaves(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
+    from aeroseg.engine.run_folder import flatten
+
+    return flatten(node)
 
 
 @pytest.fixture(scope="module")

@@ -176,20 +176,37 @@ def run_command(config: str, results_dir: Path, num_gpus: int, weights: Optional
     return [sys.executable, "-m", "aeroseg.engine.train_net", *argv[:2], "--num-gpus", str(num_gpus), *argv[2:]]
 
 
+_SKIP = object()
+
+
+def _pending_weights(args, config: str, dataset: str, status=None):
+    """The weights a run still to do starts from (None: its config's own), or ``_SKIP`` when it is
+    done, queued or running (``status`` of its job), or has no weights under ``--weights-dir``;
+    each skip is said on stdout."""
+    name = config_id(config)
+    if read_metrics(args.results_dir, config, dataset) is not None:  # a malformed file is an error
+        print(f"[done]    {name}")
+        return _SKIP
+    if status is not None and status.active:
+        print(f"[{status.state}] {name}: job {status.job_id} (not submitted again)")
+        return _SKIP
+    if not args.weights_dir:
+        return None
+    weights = find_weights(args.weights_dir, config)
+    if weights is None:
+        print(f"[no weights] {name}: none under {args.weights_dir}; skipped")
+        return _SKIP
+    return weights
+
+
 def run(args) -> int:
     """``--run`` without a launcher: each run as a local process (``--jobs`` at once)."""
     runs = planned_runs(args.table, args.rows, args.datasets)
     pending = []
     for config, dataset in runs:
-        if read_metrics(args.results_dir, config, dataset) is not None:  # a malformed file is an error
-            print(f"[done]    {config_id(config)}")
+        weights = _pending_weights(args, config, dataset)
+        if weights is _SKIP:
             continue
-        weights = None
-        if args.weights_dir:
-            weights = find_weights(args.weights_dir, config)
-            if weights is None:
-                print(f"[no weights] {config_id(config)}: none under {args.weights_dir}; skipped")
-                continue
         pending.append((config, run_command(config, args.results_dir, args.num_gpus, weights, args.opts)))
     failures = 0
     active: List[tuple] = []
@@ -253,18 +270,9 @@ def run_submitted(args) -> int:
     todo = []
     for (config, dataset), out, status in zip(runs, outs, statuses):
         name = config_id(config)
-        if read_metrics(args.results_dir, config, dataset) is not None:  # a malformed file is an error
-            print(f"[done]    {name}")
+        weights = _pending_weights(args, config, dataset, status)
+        if weights is _SKIP:
             continue
-        if status is not None and status.active:
-            print(f"[{status.state}] {name}: job {status.job_id} (not submitted again)")
-            continue
-        weights = None
-        if args.weights_dir:
-            weights = find_weights(args.weights_dir, config)
-            if weights is None:
-                print(f"[no weights] {name}: none under {args.weights_dir}; skipped")
-                continue
         argv = train_arguments(config, args.results_dir, weights, args.opts)
         todo.append((name, out, argv, submit.uses_gpus(_check_run(argv, args))))
     folder = (args.slurm_dir or args.results_dir / "slurm").resolve()
