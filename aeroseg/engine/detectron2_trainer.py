@@ -71,8 +71,9 @@ class _CheckpointHook(hooks.HookBase):
         iteration = self.trainer.iter
         name = periodic_checkpoint_name(iteration, self.period, self.trainer.max_iter)
         if name:
-            states = all_ranks_rng_state()  # collective: every rank saves, rank 0 writes
-            self.trainer.checkpointer.save(name, iteration=iteration, rng=states[0], rng_all_ranks=states)
+            states = all_ranks_rng_state()  # collective: every rank runs this hook, rank 0 writes
+            if d2_comm.is_main_process():
+                self.trainer.checkpointer.save(name, iteration=iteration, rng=states[0], rng_all_ranks=states)
 
 
 class Detectron2Trainer(DefaultTrainer):
@@ -114,9 +115,16 @@ class Detectron2Trainer(DefaultTrainer):
             self._trainer.reset_data_loader(lambda: builder(self.cfg, start_iter=self.start_iter))
 
     def build_hooks(self):
-        """detectron2's hooks, with its PeriodicCheckpointer replaced by the own engine's schedule."""
-        return [_CheckpointHook(self.cfg.SOLVER.CHECKPOINT_PERIOD) if isinstance(h, hooks.PeriodicCheckpointer)
-                else h for h in super().build_hooks()]
+        """detectron2's hooks, with its PeriodicCheckpointer replaced by the own engine's schedule.
+
+        detectron2 adds its checkpointer hook on the main process only; ours gathers every rank's
+        RNG state (a collective), so it runs on every process, where detectron2's stood (after
+        PreciseBN, before the evaluation hook).
+        """
+        built = [h for h in super().build_hooks() if not isinstance(h, hooks.PeriodicCheckpointer)]
+        position = next((i for i, h in enumerate(built) if isinstance(h, hooks.EvalHook)), len(built))
+        built.insert(position, _CheckpointHook(self.cfg.SOLVER.CHECKPOINT_PERIOD))
+        return built
 
     # ------------------------------------------------------------------ builders
     @classmethod

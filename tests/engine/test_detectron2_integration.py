@@ -392,9 +392,14 @@ def test_resume_refuses_a_plain_detectron2_checkpoint(train_net, tmp_path, capsy
     trainer = SimpleTrainer(model, [], optimizer)  # DefaultTrainer's format: states under "trainer"
     DetectionCheckpointer(model, str(out), trainer=trainer).save("model_0000002", iteration=2)
     before = (out / "model_0000002.pth").read_bytes()
+    opts = ["OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "4", "DATASETS.TEST", "()"]
+    # The run's own config.yaml, so that the run-folder check passes and the checkpoint is what is refused.
+    cfg = get_cfg()
+    cfg.merge_from_file(str(TINY_CONFIG))
+    cfg.merge_from_list(opts)
+    (out / "config.yaml").write_text(cfg.dump())
     for engine in ("aeroseg", "detectron2"):
-        argv = ["--engine", engine, "--resume", "--config-file", str(TINY_CONFIG), "OUTPUT_DIR", str(out),
-                "SOLVER.MAX_ITER", "4", "DATASETS.TEST", "()"]
+        argv = ["--engine", engine, "--resume", "--config-file", str(TINY_CONFIG), *opts]
         assert train_net.run(argv) == 2
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
         assert len(errors) == 1, errors  # one line
